@@ -1,0 +1,71 @@
+// Package store defines where entity state lives: the event journal and
+// snapshots of event-sourced entities (and, later, the values of value
+// entities). The proxy talks to storage only through these interfaces; each
+// implementation (store/memory, and the durable ones) lives in its own package
+// and must pass the conformance suite in store/storetest.
+//
+// Keys are persistence ids built by the proxy: "<persistence_id>|<entity id>"
+// for event-sourced entities (shared/spec/PROTOCOL.md §6). The store treats them
+// as opaque strings.
+package store
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// ErrConflict is returned when a write is fenced off: an appended sequence
+// number already exists, or does not follow the last one. It means another
+// writer got there first; the caller must reload before writing again.
+var ErrConflict = errors.New("store: conflict")
+
+// Event is one journal entry of an entity. Seq is 1-based and contiguous per
+// persistence id.
+type Event struct {
+	Seq     int64
+	Payload *anypb.Any
+}
+
+// Snapshot is an entity's state as of journal sequence number Seq.
+type Snapshot struct {
+	Seq     int64
+	Payload *anypb.Any
+}
+
+// Journal stores the events of event-sourced entities.
+//
+// The proxy calls it from many entity goroutines at once, one call per entity
+// at a time; implementations must be safe for concurrent use and are expected
+// to gather concurrent appends of different entities into one durable write
+// (group commit). No call may return before its outcome is durable.
+type Journal interface {
+	// Append writes events atomically: all or none. events[0].Seq must be
+	// exactly one more than the highest stored sequence number of pid (1 for
+	// a new entity) and the rest must follow without gaps; otherwise nothing
+	// is written and the error wraps ErrConflict. Events and their payloads
+	// must not be modified by the caller after the call.
+	Append(ctx context.Context, pid string, events []Event) error
+
+	// Replay calls fn, in sequence order, for every event of pid with a
+	// sequence number greater than afterSeq. An error from fn stops the replay
+	// and is returned.
+	Replay(ctx context.Context, pid string, afterSeq int64, fn func(Event) error) error
+
+	// HighestSeq returns the highest stored sequence number of pid, 0 if none.
+	HighestSeq(ctx context.Context, pid string) (int64, error)
+}
+
+// SnapshotStore stores the latest snapshot of event-sourced entities.
+// Safe for concurrent use.
+type SnapshotStore interface {
+	// SaveSnapshot stores s as the latest snapshot of pid. A snapshot with a
+	// lower Seq than the stored one is ignored (not an error), so a slow
+	// writer can never roll a snapshot back.
+	SaveSnapshot(ctx context.Context, pid string, s Snapshot) error
+
+	// LatestSnapshot returns the snapshot with the highest Seq; ok is false if
+	// pid has none.
+	LatestSnapshot(ctx context.Context, pid string) (s Snapshot, ok bool, err error)
+}
