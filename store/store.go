@@ -69,3 +69,34 @@ type SnapshotStore interface {
 	// pid has none.
 	LatestSnapshot(ctx context.Context, pid string) (s Snapshot, ok bool, err error)
 }
+
+// Value is the stored state of a value entity. Payload is nil when nothing
+// is stored (never written, or deleted). Version is what the next write must
+// pass as expectedVersion: 0 for a key never written, and it keeps growing
+// across deletes (a delete leaves a tombstone), so a writer that read before
+// a delete and re-create cannot overwrite the new value.
+type Value struct {
+	Payload *anypb.Any
+	Version int64
+}
+
+// ValueStore stores the state of value entities under a key built by the
+// proxy ("<persistence_id>|<entity id>"). Safe for concurrent use; like
+// Journal, implementations are expected to group-commit concurrent writes,
+// and no write may return before it is durable.
+type ValueStore interface {
+	// GetValue returns the value stored under key and its version.
+	GetValue(ctx context.Context, key string) (Value, error)
+
+	// PutValue replaces the value under key if its version is still
+	// expectedVersion, and returns the new version. A stale expectedVersion
+	// writes nothing and returns an error wrapping ErrConflict.
+	PutValue(ctx context.Context, key string, expectedVersion int64, payload *anypb.Any) (int64, error)
+
+	// DeleteValue removes the value under key if its version is still
+	// expectedVersion, and returns the new version (of the tombstone).
+	// Deleting a key that holds nothing, at its current version, succeeds.
+	// A stale expectedVersion deletes nothing and returns an error wrapping
+	// ErrConflict.
+	DeleteValue(ctx context.Context, key string, expectedVersion int64) (int64, error)
+}
