@@ -41,9 +41,9 @@ protoc -I "$proto_inc" \
   $(printf "cloudstate/%s.proto " "${cs_files[@]}")
 mv protocol/cloudstate/*.pb.go protocol/ && rmdir protocol/cloudstate
 
-# User-facing protos (samples, TCK models): each folder with a .proto file and
+# Other protos (samples, TCK models, private state formats): each folder with a .proto file and
 # a go_package option is generated in place.
-for dir in $(find samples tck -name '*.proto' -not -path '*/node_modules/*' -printf '%h\n' 2>/dev/null | sort -u); do
+for dir in $(find samples tck crdt internal -name '*.proto' -not -path '*/node_modules/*' -printf '%h\n' 2>/dev/null | sort -u); do
   rm -f "$dir"/*.pb.go
   protoc -I "$proto_inc" -I "$dir" \
     --go_out="$dir" --go_opt=paths=source_relative \
