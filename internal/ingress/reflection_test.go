@@ -1,9 +1,11 @@
 package ingress
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cloudstate-go/cloudstate/internal/call"
 	"github.com/cloudstate-go/cloudstate/internal/discovery"
 	"github.com/cloudstate-go/cloudstate/protocol"
 )
@@ -119,6 +122,13 @@ type reflectionStream func(t *testing.T, req *rpb.ServerReflectionRequest) *rpb.
 // startReflection serves r on a real socket and returns a client connection.
 func startReflection(t *testing.T, r *Reflection) *grpc.ClientConn {
 	t.Helper()
+	conn, _ := startReflectionAt(t, r)
+	return conn
+}
+
+// startReflectionAt is startReflection that also returns the address.
+func startReflectionAt(t *testing.T, r *Reflection) (*grpc.ClientConn, string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +148,7 @@ func startReflection(t *testing.T, r *Reflection) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return conn
+	return conn, lis.Addr().String()
 }
 
 // openStream opens one reflection stream of the given version ("v1" or
@@ -463,5 +473,29 @@ func TestReflectionRequestWithoutKind(t *testing.T) {
 				t.Errorf("stream unusable after a bad request: %v", got)
 			}
 		})
+	}
+}
+
+// TestReflectionServesAClient checks that a real reflection client, the
+// `cloudstate call --list` command, can resolve every service from the
+// files this implementation sends (with imports skipped once sent).
+func TestReflectionServesAClient(t *testing.T) {
+	m := testModel(t)
+	_, addr := startReflectionAt(t, NewReflection(func() *discovery.Model { return m }))
+	var stdout, stderr bytes.Buffer
+	if err := call.Run(context.Background(), []string{"--addr", addr, "--list"}, strings.NewReader(""), &stdout, &stderr); err != nil {
+		t.Fatalf("call --list: %v\n%s", err, stderr.String())
+	}
+	want := "alpha.Tools\n" +
+		"  Ping(google.protobuf.Empty) → google.protobuf.Empty\n" +
+		"com.example.shop.Admin\n" +
+		"  Reset(google.protobuf.Empty) → google.protobuf.Empty\n" +
+		"com.example.shop.ShoppingCart\n" +
+		"  AddItem(com.example.shop.AddLineItem) → google.protobuf.Empty\n" +
+		"  WatchCart(com.example.shop.AddLineItem) → stream google.protobuf.Empty\n" +
+		"grpc.reflection.v1alpha.ServerReflection\n" +
+		"  ServerReflectionInfo(stream grpc.reflection.v1alpha.ServerReflectionRequest) → stream grpc.reflection.v1alpha.ServerReflectionResponse\n"
+	if stdout.String() != want {
+		t.Errorf("call --list output:\n%s\nwant:\n%s", stdout.String(), want)
 	}
 }
