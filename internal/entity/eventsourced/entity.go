@@ -1,0 +1,441 @@
+package eventsourced
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cloudstate-go/cloudstate/internal/discovery"
+	"github.com/cloudstate-go/cloudstate/internal/route"
+	"github.com/cloudstate-go/cloudstate/protocol"
+	"github.com/cloudstate-go/cloudstate/store"
+)
+
+// Client-visible descriptions, as the reference proxy words them
+// (BEHAVIOR.md ERR-1); clients and the TCK compare them exactly.
+const (
+	descUnexpectedFailure     = "Unexpected entity failure"
+	descUnexpectedReply       = "Unexpected entity reply"
+	descUnexpectedMessage     = "Unexpected entity message"
+	descUnexpectedTermination = "Unexpected entity termination"
+	descTerminated            = "Entity terminated"
+	descRecoveryFailed        = "Error recovering event log"
+)
+
+// entity is one active event-sourced entity. Its goroutine (run) is the
+// only one that touches the stream; queue and closed are guarded by
+// shard.mu because callers append to the queue.
+type entity struct {
+	m           *Manager
+	shard       *shard
+	key         entityKey
+	svc         *discovery.Service
+	pid         string
+	passivation time.Duration
+	wake        chan struct{}
+	log         *slog.Logger
+
+	queue  []*command // guarded by shard.mu
+	closed bool       // guarded by shard.mu
+}
+
+// next says what an activation's serve loop ended with.
+type next int
+
+const (
+	stopped   next = iota // the entity is gone (passivated or terminated)
+	restarted             // activate again from the store
+)
+
+func (e *entity) run() {
+	defer e.m.wg.Done()
+	for {
+		a, err := e.activate()
+		if err != nil {
+			e.log.Warn("entity activation failed", "err", err)
+			e.terminate(err)
+			return
+		}
+		if a.serve() == stopped {
+			return
+		}
+		e.log.Debug("entity restarting from the store")
+	}
+}
+
+// pop takes the oldest queued command, or returns nil.
+func (e *entity) pop() *command {
+	e.shard.mu.Lock()
+	defer e.shard.mu.Unlock()
+	if len(e.queue) == 0 {
+		return nil
+	}
+	cmd := e.queue[0]
+	e.queue[0] = nil
+	e.queue = e.queue[1:]
+	return cmd
+}
+
+// detach removes the entity from its shard so the next command activates a
+// new one, and returns the commands still queued.
+func (e *entity) detach() []*command {
+	e.shard.mu.Lock()
+	defer e.shard.mu.Unlock()
+	e.closed = true
+	if e.shard.entities[e.key] == e {
+		delete(e.shard.entities, e.key)
+	}
+	q := e.queue
+	e.queue = nil
+	return q
+}
+
+// passivate detaches the entity if nothing is queued.
+func (e *entity) passivate() bool {
+	e.shard.mu.Lock()
+	defer e.shard.mu.Unlock()
+	if len(e.queue) > 0 {
+		return false
+	}
+	e.closed = true
+	if e.shard.entities[e.key] == e {
+		delete(e.shard.entities, e.key)
+	}
+	return true
+}
+
+// terminate stops the entity after an error: the queued commands fail with
+// err (activation errors) so no caller waits for the relay timeout.
+func (e *entity) terminate(err error) {
+	for _, cmd := range e.detach() {
+		cmd.finish(route.Outcome{}, err)
+	}
+}
+
+// activation is one stream to the user function for this entity.
+type activation struct {
+	e      *entity
+	ctx    context.Context
+	cancel context.CancelFunc
+	stream protocol.EventSourced_HandleClient
+	in     chan inbound
+	recvWG chan struct{} // closed when the receiving goroutine ended
+	seq    int64         // highest journal sequence number applied
+	lastID int64         // id of the last command sent on this stream
+}
+
+type inbound struct {
+	msg *protocol.EventSourcedStreamOut
+	err error
+}
+
+// activate loads the snapshot and events and replays them to a new stream.
+func (e *entity) activate() (*activation, error) {
+	ctx, cancel := context.WithCancel(e.m.kill)
+	snap, hasSnap, err := e.m.cfg.Snapshots.LatestSnapshot(ctx, e.pid)
+	if err != nil {
+		cancel()
+		e.log.Error("loading snapshot failed", "pid", e.pid, "err", err)
+		return nil, status.Error(codes.Unknown, descRecoveryFailed)
+	}
+	stream, err := e.m.cfg.Client.Handle(ctx)
+	if err != nil {
+		cancel()
+		return nil, status.Errorf(codes.Unavailable, "user function unavailable: %v", status.Convert(err).Message())
+	}
+	a := &activation{e: e, ctx: ctx, cancel: cancel, stream: stream, in: make(chan inbound), recvWG: make(chan struct{})}
+	go a.receive()
+
+	initMsg := &protocol.EventSourcedInit{ServiceName: e.svc.Name, EntityId: e.key.id}
+	if hasSnap {
+		initMsg.Snapshot = &protocol.EventSourcedSnapshot{SnapshotSequence: snap.Seq, Snapshot: snap.Payload}
+		a.seq = snap.Seq
+	}
+	if err := stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Init{Init: initMsg}}); err != nil {
+		return nil, a.abortActivation(err)
+	}
+	var sendErr error
+	err = e.m.cfg.Journal.Replay(ctx, e.pid, a.seq, func(ev store.Event) error {
+		if ev.Seq != a.seq+1 {
+			return fmt.Errorf("journal of %s jumps from %d to %d", e.pid, a.seq, ev.Seq)
+		}
+		a.seq = ev.Seq
+		sendErr = stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Event{
+			Event: &protocol.EventSourcedEvent{Sequence: ev.Seq, Payload: ev.Payload},
+		}})
+		return sendErr
+	})
+	if sendErr != nil {
+		return nil, a.abortActivation(sendErr)
+	}
+	if err != nil {
+		a.abort()
+		e.log.Error("replaying the journal failed", "pid", e.pid, "err", err)
+		return nil, status.Error(codes.Unknown, descRecoveryFailed)
+	}
+	return a, nil
+}
+
+// abortActivation ends a stream that broke while recovering and returns the
+// error for the waiting callers, naming the stream's own status if it has one.
+func (a *activation) abortActivation(sendErr error) error {
+	reason := sendErr
+	select {
+	case in := <-a.in:
+		if in.err != nil {
+			reason = in.err
+		}
+	case <-time.After(time.Second):
+	}
+	a.abort()
+	return status.Errorf(codes.Unavailable, "user function stream ended during recovery: %v", status.Convert(reason).Message())
+}
+
+// receive moves stream messages to a.in until the stream ends.
+func (a *activation) receive() {
+	defer close(a.recvWG)
+	for {
+		msg, err := a.stream.Recv()
+		select {
+		case a.in <- inbound{msg: msg, err: err}:
+		case <-a.ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// abort cancels the stream and waits for the receiver to end.
+func (a *activation) abort() {
+	a.cancel()
+	<-a.recvWG
+}
+
+// closeGracefully half-closes the stream and gives the function a moment
+// to end its side, then cancels it.
+func (a *activation) closeGracefully() {
+	if err := a.stream.CloseSend(); err == nil {
+		timer := time.NewTimer(a.e.m.cfg.CloseTimeout)
+		defer timer.Stop()
+	drain:
+		for {
+			select {
+			case in := <-a.in:
+				if in.err != nil {
+					break drain
+				}
+				a.e.log.Warn("message from the user function after the stream was closed; ignored")
+			case <-timer.C:
+				a.e.log.Warn("user function did not close the entity stream in time", "timeout", a.e.m.cfg.CloseTimeout)
+				break drain
+			}
+		}
+	}
+	a.abort()
+}
+
+// serve sends queued commands one at a time until the entity passivates,
+// restarts or fails.
+func (a *activation) serve() next {
+	e := a.e
+	idle := time.NewTimer(e.passivation)
+	defer idle.Stop()
+	for {
+		cmd := e.pop()
+		if cmd == nil {
+			select {
+			case <-e.wake:
+			case <-idle.C:
+				if e.passivate() {
+					a.closeGracefully()
+					return stopped
+				}
+			case <-e.m.stop:
+				if e.passivate() {
+					a.closeGracefully()
+					return stopped
+				}
+			case in := <-a.in:
+				// Nothing is in flight, so anything from the function now is
+				// a violation or the end of the stream.
+				a.fail(nil, in)
+				return stopped
+			}
+			continue
+		}
+		if err := cmd.ctx.Err(); err != nil {
+			// The caller left before its command was sent: skip it rather
+			// than change state nobody will hear about.
+			cmd.finish(route.Outcome{}, status.FromContextError(err).Err())
+			continue
+		}
+		if n := a.handle(cmd); n != nil {
+			return *n
+		}
+		if !idle.Stop() {
+			select {
+			case <-idle.C:
+			default:
+			}
+		}
+		idle.Reset(e.passivation)
+	}
+}
+
+// handle runs one command. It returns nil to go on serving, or how the
+// activation ends.
+func (a *activation) handle(cmd *command) *next {
+	e := a.e
+	a.lastID++
+	err := a.stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Command{Command: &protocol.Command{
+		EntityId: e.key.id,
+		Id:       a.lastID,
+		Name:     cmd.call.Method.Name,
+		Payload:  cmd.call.Payload,
+	}}})
+	if err != nil {
+		// The stream is broken; Recv will tell why.
+		e.log.Debug("sending a command failed", "err", err)
+	}
+	relay := time.NewTimer(e.m.cfg.RelayTimeout)
+	defer relay.Stop()
+	var in inbound
+	select {
+	case in = <-a.in:
+	case <-relay.C:
+		e.log.Warn("user function did not answer a command within the relay timeout", "command", cmd.call.Method.Name, "timeout", e.m.cfg.RelayTimeout)
+		cmd.finish(route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", e.key.id, e.m.cfg.RelayTimeout))
+		a.stop(descTerminated)
+		return ptr(stopped)
+	case <-a.ctx.Done():
+		cmd.finish(route.Outcome{}, status.Error(codes.Unavailable, "the proxy is shutting down"))
+		a.stop(descTerminated)
+		return ptr(stopped)
+	}
+
+	reply := in.msg.GetReply()
+	if in.err != nil || reply == nil || reply.GetCommandId() != a.lastID {
+		a.fail(cmd, in)
+		return ptr(stopped)
+	}
+
+	if f := reply.GetClientAction().GetFailure(); f != nil {
+		if len(reply.GetEvents()) > 0 || len(reply.GetSideEffects()) > 0 || reply.GetSnapshot() != nil {
+			a.report(fmt.Sprintf("%s: the reply to command %d fails the command but also carries events, a snapshot or side effects; they were ignored",
+				e.svc.Name, a.lastID))
+		}
+		cmd.finish(route.Outcome{Action: reply.GetClientAction()}, nil)
+		if f.GetRestart() {
+			a.closeGracefully()
+			return ptr(restarted)
+		}
+		return nil
+	}
+
+	if err := a.persist(reply); err != nil {
+		e.log.Error("persisting events failed; stopping the entity", "pid", e.pid, "err", err)
+		cmd.finish(route.Outcome{}, status.Error(codes.Unknown, descUnexpectedFailure))
+		a.stop(descTerminated)
+		return ptr(stopped)
+	}
+	cmd.finish(route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil)
+	return nil
+}
+
+// persist appends the reply's events and then saves its snapshot (ES-3). A
+// snapshot without events is ignored; a snapshot failure is only logged,
+// because the journal alone is the truth.
+func (a *activation) persist(reply *protocol.EventSourcedReply) error {
+	events := reply.GetEvents()
+	if len(events) == 0 {
+		if reply.GetSnapshot() != nil {
+			a.e.log.Debug("snapshot without events ignored")
+		}
+		return nil
+	}
+	batch := make([]store.Event, len(events))
+	for i, ev := range events {
+		batch[i] = store.Event{Seq: a.seq + int64(i) + 1, Payload: ev}
+	}
+	if err := a.e.m.cfg.Journal.Append(a.ctx, a.e.pid, batch); err != nil {
+		return fmt.Errorf("append %d events to %s at %d: %w", len(batch), a.e.pid, a.seq+1, err)
+	}
+	a.seq += int64(len(batch))
+	if snap := reply.GetSnapshot(); snap != nil {
+		if err := a.e.m.cfg.Snapshots.SaveSnapshot(a.ctx, a.e.pid, store.Snapshot{Seq: a.seq, Payload: snap}); err != nil {
+			a.e.log.Warn("saving a snapshot failed", "pid", a.e.pid, "seq", a.seq, "err", err)
+		}
+	}
+	return nil
+}
+
+// fail handles a violation or the end of the stream: cmd (if any) gets the
+// reference's description for what happened, queued commands get "Entity
+// terminated", and the entity stops (ES-6).
+func (a *activation) fail(cmd *command, in inbound) {
+	e := a.e
+	var desc string
+	switch {
+	case in.err != nil:
+		desc = descUnexpectedTermination
+		if errors.Is(in.err, io.EOF) {
+			e.log.Warn("user function closed the entity stream")
+		} else {
+			e.log.Warn("entity stream failed", "err", in.err)
+		}
+	case in.msg.GetFailure() != nil:
+		desc = descUnexpectedFailure
+		e.log.Warn("user function reported an entity failure", "description", in.msg.GetFailure().GetDescription(),
+			"command_id", in.msg.GetFailure().GetCommandId())
+	case in.msg.GetReply() != nil:
+		desc = descUnexpectedReply
+		msg := fmt.Sprintf("%s: entity %s sent a reply for command %d, but the command in flight is %d",
+			e.svc.Name, e.key.id, in.msg.GetReply().GetCommandId(), a.inFlight(cmd))
+		e.log.Warn(msg)
+		a.report(msg)
+	default:
+		desc = descUnexpectedMessage
+		msg := fmt.Sprintf("%s: entity %s sent an empty message", e.svc.Name, e.key.id)
+		e.log.Warn(msg)
+		a.report(msg)
+	}
+	if cmd != nil {
+		cmd.finish(route.Outcome{}, status.Error(codes.Unknown, desc))
+	}
+	a.stop(descTerminated)
+}
+
+func (a *activation) inFlight(cmd *command) int64 {
+	if cmd == nil {
+		return 0
+	}
+	return a.lastID
+}
+
+// stop cancels the stream and fails every queued command with desc.
+// The entity detaches first, so commands arriving meanwhile go to a new
+// activation instead of failing with this one.
+func (a *activation) stop(desc string) {
+	queued := a.e.detach()
+	a.abort()
+	err := status.Error(codes.Unknown, desc)
+	for _, cmd := range queued {
+		cmd.finish(route.Outcome{}, err)
+	}
+}
+
+func (a *activation) report(msg string) {
+	if r := a.e.m.cfg.Reporter; r != nil {
+		r.ReportError(context.WithoutCancel(a.ctx), msg)
+	}
+}
+
+func ptr(n next) *next { return &n }

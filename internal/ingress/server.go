@@ -1,0 +1,297 @@
+// Package ingress is the proxy's public port: every discovered service over
+// gRPC without generated code, gRPC server reflection, and the health
+// endpoints, all on HTTP_PORT.
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/cloudstate-go/cloudstate/internal/discovery"
+	"github.com/cloudstate-go/cloudstate/internal/route"
+	"github.com/cloudstate-go/cloudstate/protocol"
+)
+
+// Options configure a Server.
+type Options struct {
+	// MaxRecvMsgSize bounds a request message, in bytes.
+	MaxRecvMsgSize int
+	Log            *slog.Logger
+}
+
+// Server serves the public port. Until SetRouter is called, user services
+// answer UNAVAILABLE and /ready answers 503.
+type Server struct {
+	log    *slog.Logger
+	grpc   *grpc.Server
+	http   *http.Server
+	router atomic.Pointer[route.Router]
+	// notReady is the reason the proxy is not ready; empty when it is.
+	notReady atomic.Pointer[string]
+}
+
+// New returns a server; Serve starts it.
+func New(opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	s := &Server{log: opts.Log}
+	s.SetNotReady("the user function has not been discovered yet")
+	s.grpc = grpc.NewServer(
+		grpc.ForceServerCodecV2(newRawCodec()),
+		grpc.UnknownServiceHandler(s.handleStream),
+		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
+	)
+	NewReflection(s.Model).Register(s.grpc)
+	s.http = &http.Server{Handler: s.httpHandler(), ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelDebug)}
+	return s
+}
+
+// SetRouter makes the discovered services callable.
+func (s *Server) SetRouter(r *route.Router) { s.router.Store(r) }
+
+// SetReady marks the proxy ready.
+func (s *Server) SetReady() { s.notReady.Store(nil) }
+
+// SetNotReady marks the proxy not ready, for the given reason.
+func (s *Server) SetNotReady(reason string) { s.notReady.Store(&reason) }
+
+// Ready reports whether the proxy is ready, and if not, why.
+func (s *Server) Ready() (bool, string) {
+	if r := s.notReady.Load(); r != nil {
+		return false, *r
+	}
+	return true, ""
+}
+
+// Model returns the model being served, or nil before discovery.
+func (s *Server) Model() *discovery.Model {
+	if r := s.router.Load(); r != nil {
+		return r.Model()
+	}
+	return nil
+}
+
+// Serve serves on l until Shutdown; it returns nil after a shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	m := newMux(l)
+	var g errgroup.Group
+	g.Go(m.serve)
+	g.Go(func() error { return s.grpc.Serve(m.grpc) })
+	g.Go(func() error {
+		if err := s.http.Serve(m.http); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// Shutdown stops accepting connections and waits for calls in flight until
+// ctx ends; then it cuts the remaining ones.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.SetNotReady("shutting down")
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	_ = s.http.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// handleStream serves every gRPC method that is not the reflection service.
+func (s *Server) handleStream(_ any, stream grpc.ServerStream) error {
+	full, ok := grpc.MethodFromServerStream(stream)
+	if !ok {
+		return status.Error(codes.Internal, "no method name on the stream")
+	}
+	r := s.router.Load()
+	if r == nil {
+		_, reason := s.Ready()
+		return status.Errorf(codes.Unavailable, "the proxy is not ready: %s", reason)
+	}
+	service, method, ok := splitMethod(full)
+	if !ok {
+		return status.Errorf(codes.Unimplemented, "malformed method name %q", full)
+	}
+	svc := r.Model().Services[service]
+	if svc == nil {
+		return status.Errorf(codes.Unimplemented, "unknown service %s", service)
+	}
+	m := svc.Methods[method]
+	if m == nil {
+		return status.Errorf(codes.Unimplemented, "unknown method %s of service %s", method, service)
+	}
+	if m.ClientStreaming || m.ServerStreaming {
+		return status.Errorf(codes.Unimplemented, "streaming method %s is not supported by this proxy yet", m.Path)
+	}
+	return s.unary(stream, r, m)
+}
+
+func (s *Server) unary(stream grpc.ServerStream, r *route.Router, m *discovery.Method) error {
+	var req rawMessage
+	if err := stream.RecvMsg(&req); err != nil {
+		return err
+	}
+	var md *protocol.Metadata
+	if m.Service.EntityType == discovery.Action {
+		// Only actions receive request headers; entity commands never carry
+		// metadata (PROTOCOL.md §7.6).
+		md = requestMetadata(stream.Context())
+	}
+	reply, err := r.Unary(stream.Context(), m, req, md)
+	if err != nil {
+		return err
+	}
+	if reply == nil {
+		return nil
+	}
+	if h := responseHeaders(reply.GetMetadata()); h != nil {
+		if err := stream.SetHeader(h); err != nil {
+			s.log.Debug("setting response headers failed", "err", err)
+		}
+	}
+	out := rawMessage(reply.GetPayload().GetValue())
+	return stream.SendMsg(&out)
+}
+
+func splitMethod(full string) (service, method string, ok bool) {
+	full = strings.TrimPrefix(full, "/")
+	i := strings.LastIndexByte(full, '/')
+	if i <= 0 || i == len(full)-1 {
+		return "", "", false
+	}
+	return full[:i], full[i+1:], true
+}
+
+// requestMetadata turns request headers into Cloudstate metadata (ING-4).
+func requestMetadata(ctx context.Context) *protocol.Metadata {
+	in, _ := metadata.FromIncomingContext(ctx)
+	if len(in) == 0 {
+		return nil
+	}
+	md := &protocol.Metadata{Entries: make([]*protocol.MetadataEntry, 0, len(in))}
+	for k, vs := range in {
+		if k == "content-type" {
+			continue
+		}
+		for _, v := range vs {
+			e := &protocol.MetadataEntry{Key: k}
+			if strings.HasSuffix(k, "-bin") {
+				e.Value = &protocol.MetadataEntry_BytesValue{BytesValue: []byte(v)}
+			} else {
+				e.Value = &protocol.MetadataEntry_StringValue{StringValue: v}
+			}
+			md.Entries = append(md.Entries, e)
+		}
+	}
+	return md
+}
+
+// responseHeaders lifts the string entries of a reply's metadata into
+// response headers, skipping names gRPC reserves for itself.
+func responseHeaders(md *protocol.Metadata) metadata.MD {
+	if len(md.GetEntries()) == 0 {
+		return nil
+	}
+	h := metadata.MD{}
+	for _, e := range md.GetEntries() {
+		k := strings.ToLower(e.GetKey())
+		sv, isString := e.GetValue().(*protocol.MetadataEntry_StringValue)
+		if !isString || !validHeaderName(k) || strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "te" {
+			continue
+		}
+		h.Append(k, sv.StringValue)
+	}
+	if len(h) == 0 {
+		return nil
+	}
+	return h
+}
+
+func validHeaderName(k string) bool {
+	if k == "" || strings.HasSuffix(k, "-bin") {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// httpHandler serves the HTTP/1.1 side of the port: health probes now,
+// HTTP/JSON later.
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	live := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	}
+	mux.HandleFunc("GET /live", live)
+	mux.HandleFunc("GET /alive", live) // the reference proxy's path (DISC-9)
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if ok, reason := s.Ready(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", reason)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusNotFound, codes.NotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	return knativeProbe(mux)
+}
+
+// knativeProbe answers Knative's queue-proxy probe before anything else (ING-10).
+func knativeProbe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := r.Header.Get("K-Network-Probe")
+		if v == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if v == "queue" {
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprint(w, "queue")
+			return
+		}
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, "unexpected probe header value: %s", v)
+	})
+}
+
+// writeJSONError writes the JSON error body used for every HTTP error:
+// {"code": <gRPC code number>, "message": "..."}.
+func writeJSONError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
+	body, _ := json.Marshal(struct {
+		Code    codes.Code `json:"code"`
+		Message string     `json:"message"`
+	}{code, msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	w.Write(append(body, '\n'))
+}
