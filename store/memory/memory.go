@@ -45,6 +45,7 @@ var errNoPayload = errors.New("memory: missing payload")
 type Store struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
+	values valueShards // the ValueStore, in values.go
 }
 
 // shard holds the entities whose persistence ids hash to it.
