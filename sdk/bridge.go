@@ -1,0 +1,22 @@
+package sdk
+
+import (
+	"fmt"
+
+	"github.com/cloudstate-go/cloudstate/sdk/internal/bridge"
+)
+
+// init gives sdk/testkit access to the entity runtime (see package bridge).
+func init() {
+	bridge.CompileEventSourced = func(entity any) (bridge.EventSourcedDefinition, error) {
+		e, ok := entity.(EventSourcedDefinition)
+		if !ok || e == nil {
+			return nil, fmt.Errorf("%T is not an event-sourced entity", entity)
+		}
+		def, err := e.compileEventSourced()
+		if err != nil {
+			return nil, err
+		}
+		return def, nil
+	}
+}

@@ -1,0 +1,106 @@
+package sdk_test
+
+import (
+	"context"
+	"runtime"
+	"slices"
+	"testing"
+
+	"github.com/cloudstate-go/cloudstate/protocol"
+	"github.com/cloudstate-go/cloudstate/sdk"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/counter"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+func TestDiscover(t *testing.T) {
+	ts := startServer(t)
+	client := protocol.NewEntityDiscoveryClient(ts.conn)
+	info := &protocol.ProxyInfo{
+		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2, ProxyName: "test-proxy", ProxyVersion: "0.0.1",
+		SupportedEntityTypes: []string{sdk.EventSourcedEntityType},
+	}
+	first, err := client.Discover(context.Background(), info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := client.Discover(context.Background(), info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(first, second) {
+		t.Fatalf("discover answered differently the second time")
+	}
+
+	wantEntity := &protocol.Entity{
+		EntityType:    "cloudstate.eventsourced.EventSourced",
+		ServiceName:   counter.ServiceName,
+		PersistenceId: "counters",
+		PassivationStrategy: &protocol.EntityPassivationStrategy{Strategy: &protocol.EntityPassivationStrategy_Timeout{
+			Timeout: &protocol.TimeoutPassivationStrategy{Timeout: 120000},
+		}},
+	}
+	if len(first.GetEntities()) != 1 || !proto.Equal(first.GetEntities()[0], wantEntity) {
+		t.Fatalf("entities %v, want [%v]", first.GetEntities(), prototext.Format(wantEntity))
+	}
+	wantInfo := &protocol.ServiceInfo{
+		ServiceName: "sdk-test", ServiceVersion: "1.2.3",
+		ServiceRuntime:     runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH,
+		SupportLibraryName: "cloudstate-go-sdk", SupportLibraryVersion: sdk.LibraryVersion,
+		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2,
+	}
+	if !proto.Equal(first.GetServiceInfo(), wantInfo) {
+		t.Fatalf("service info %v, want %v", first.GetServiceInfo(), wantInfo)
+	}
+
+	var set descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(first.GetProto(), &set); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range set.GetFile() {
+		names = append(names, f.GetName())
+	}
+	for _, want := range []string{
+		"sdktest.proto", "cloudstate/entity_key.proto", "google/api/annotations.proto", "google/api/http.proto",
+		"google/protobuf/empty.proto", "google/protobuf/descriptor.proto",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("descriptor set lacks %s: %v", want, names)
+		}
+	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	if len(slices.Compact(sorted)) != len(names) {
+		t.Errorf("descriptor set repeats a file: %v", names)
+	}
+	// The set must stand alone: it resolves without the global registry.
+	files, err := protodesc.NewFiles(&set)
+	if err != nil {
+		t.Fatalf("descriptor set does not resolve: %v", err)
+	}
+	d, err := files.FindDescriptorByName(counter.ServiceName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := d.(protoreflect.ServiceDescriptor)
+	if sd.Methods().ByName("Add") == nil {
+		t.Fatalf("service %s lacks Add", sd.FullName())
+	}
+	// The entity key option survives: the proxy needs it to route.
+	key := sd.Methods().ByName("Add").Input().Fields().ByName("counter_id")
+	if !proto.HasExtension(key.Options(), protocol.E_EntityKey) {
+		t.Fatalf("entity_key option lost on %s", key.FullName())
+	}
+}
+
+func TestReportError(t *testing.T) {
+	ts := startServer(t)
+	client := protocol.NewEntityDiscoveryClient(ts.conn)
+	if _, err := client.ReportError(context.Background(), &protocol.UserFunctionError{Message: "Service [x] unknown"}); err != nil {
+		t.Fatal(err)
+	}
+}

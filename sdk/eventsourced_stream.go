@@ -1,0 +1,151 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/cloudstate-go/cloudstate/protocol"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// eventSourcedService serves cloudstate.eventsourced.EventSourced: one
+// stream per entity activation.
+type eventSourcedService struct {
+	protocol.UnimplementedEventSourcedServer
+	entities map[string]*eventSourcedDef // by service full name
+	logger   *slog.Logger
+	// stopping is closed when the server shuts down; streams then end after
+	// the command in progress, so shutdown need not wait for passivation.
+	stopping <-chan struct{}
+	// readers tracks the per-stream receive goroutines; Serve waits for it.
+	readers *sync.WaitGroup
+}
+
+// errStopping reports that the server is shutting down.
+var errStopping = errors.New("server stopping")
+
+type received struct {
+	msg *protocol.EventSourcedStreamIn
+	err error
+}
+
+// Handle runs one entity activation: init, replayed events, then commands
+// one at a time until the proxy half-closes the stream.
+func (s *eventSourcedService) Handle(stream protocol.EventSourced_HandleServer) error {
+	next := s.receive(stream)
+	first, err := next()
+	if err != nil {
+		return endOfStream(err)
+	}
+	init := first.GetInit()
+	if init == nil {
+		return s.fail(stream, 0, codes.InvalidArgument, fmt.Sprintf("expected init as the first message, got %s", messageKind(first)))
+	}
+	def := s.entities[init.GetServiceName()]
+	if def == nil {
+		return s.fail(stream, 0, codes.NotFound, fmt.Sprintf("unknown event-sourced entity service %q", init.GetServiceName()))
+	}
+	inst, err := def.start(init, s.logger)
+	if err != nil {
+		return s.fail(stream, 0, codes.Internal, fmt.Sprintf("initialise entity %q of %s: %v", init.GetEntityId(), def.serviceName, err))
+	}
+	commandSeen := false
+	for {
+		msg, err := next()
+		if err != nil {
+			return endOfStream(err)
+		}
+		switch m := msg.GetMessage().(type) {
+		case *protocol.EventSourcedStreamIn_Event:
+			if commandSeen {
+				return s.fail(stream, 0, codes.InvalidArgument, fmt.Sprintf("entity %q: event %d received after a command", inst.entityID, m.Event.GetSequence()))
+			}
+			if err := inst.ApplyEvent(m.Event); err != nil {
+				return s.fail(stream, 0, codes.Internal, fmt.Sprintf("entity %q of %s: %v", inst.entityID, def.serviceName, err))
+			}
+		case *protocol.EventSourcedStreamIn_Command:
+			commandSeen = true
+			out := inst.HandleCommand(stream.Context(), m.Command)
+			if err := stream.Send(out); err != nil {
+				return fmt.Errorf("send reply to command %d: %w", m.Command.GetId(), err)
+			}
+			if f := out.GetFailure(); f != nil {
+				// Already logged by the instance; the proxy restarts the entity.
+				return status.Error(codes.Internal, f.GetDescription())
+			}
+		case *protocol.EventSourcedStreamIn_Init:
+			return s.fail(stream, 0, codes.InvalidArgument, fmt.Sprintf("entity %q: init received twice", inst.entityID))
+		default:
+			return s.fail(stream, 0, codes.InvalidArgument, fmt.Sprintf("entity %q: empty stream message", inst.entityID))
+		}
+	}
+}
+
+// receive starts the stream's reader goroutine and returns the function that
+// yields its messages. The reader lets Handle react to server shutdown while
+// waiting for the proxy; it ends when the stream ends (gRPC cancels the
+// stream once Handle returns).
+func (s *eventSourcedService) receive(stream protocol.EventSourced_HandleServer) func() (*protocol.EventSourcedStreamIn, error) {
+	ch := make(chan received)
+	ctx := stream.Context()
+	s.readers.Add(1)
+	go func() {
+		defer s.readers.Done()
+		for {
+			msg, err := stream.Recv()
+			select {
+			case ch <- received{msg, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return func() (*protocol.EventSourcedStreamIn, error) {
+		select {
+		case r := <-ch:
+			return r.msg, r.err
+		case <-s.stopping:
+			return nil, errStopping
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// endOfStream maps the end of the incoming stream to Handle's result: the
+// proxy half-closing and server shutdown are normal ends.
+func endOfStream(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, errStopping) {
+		return nil
+	}
+	return err
+}
+
+// fail sends a top-level failure and ends the stream with an error.
+func (s *eventSourcedService) fail(stream protocol.EventSourced_HandleServer, commandID int64, code codes.Code, description string) error {
+	s.logger.Error("event-sourced entity stream failed", "error", description)
+	if err := stream.Send(topLevelFailure(commandID, description)); err != nil {
+		s.logger.Debug("sending the failure failed", "error", err)
+	}
+	return status.Error(code, description)
+}
+
+func messageKind(m *protocol.EventSourcedStreamIn) string {
+	switch m.GetMessage().(type) {
+	case *protocol.EventSourcedStreamIn_Event:
+		return "event"
+	case *protocol.EventSourcedStreamIn_Command:
+		return "command"
+	case *protocol.EventSourcedStreamIn_Init:
+		return "init"
+	default:
+		return "an empty message"
+	}
+}

@@ -1,0 +1,198 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/cloudstate-go/cloudstate/protocol"
+	"google.golang.org/grpc"
+)
+
+// Server is a Cloudstate user function: it serves entity discovery and the
+// protocol of every entity type registered with it, for a Cloudstate proxy
+// to call. Register entities first, then call Serve or ListenAndServe once.
+// Its methods are safe for concurrent use.
+type Server struct {
+	opts serverOptions
+
+	mu           sync.Mutex
+	started      bool
+	services     map[string]bool // every registered service, across entity types
+	eventSourced []*eventSourcedDef
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	name, version   string
+	logger          *slog.Logger
+	shutdownTimeout time.Duration
+}
+
+// WithServiceName sets the name the function reports to the proxy. The
+// default is the executable's name.
+func WithServiceName(name string) ServerOption {
+	return func(o *serverOptions) { o.name = name }
+}
+
+// WithServiceVersion sets the version the function reports to the proxy. The
+// default is the main module's version from the build information.
+func WithServiceVersion(version string) ServerOption {
+	return func(o *serverOptions) { o.version = version }
+}
+
+// WithLogger sets the logger; the default is slog.Default().
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(o *serverOptions) { o.logger = l }
+}
+
+// WithShutdownTimeout bounds how long Serve waits, after its context ends,
+// for commands in progress before it closes connections. Default 10s.
+func WithShutdownTimeout(d time.Duration) ServerOption {
+	return func(o *serverOptions) { o.shutdownTimeout = d }
+}
+
+// NewServer returns a server with no entities.
+func NewServer(opts ...ServerOption) *Server {
+	o := serverOptions{
+		name:            filepath.Base(os.Args[0]),
+		logger:          slog.Default(),
+		shutdownTimeout: 10 * time.Second,
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		o.version = bi.Main.Version
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Server{opts: o, services: make(map[string]bool)}
+}
+
+// RegisterEventSourced adds an event-sourced entity. It reports every
+// mistake in the entity's definition, and fails if the service is already
+// registered or the server has started.
+func (s *Server) RegisterEventSourced(e EventSourcedDefinition) error {
+	if e == nil {
+		return errors.New("register event-sourced entity: nil entity")
+	}
+	def, err := e.compileEventSourced()
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return fmt.Errorf("register %s: the server has already started", def.serviceName)
+	}
+	if s.services[def.serviceName] {
+		return fmt.Errorf("register %s: service already registered", def.serviceName)
+	}
+	s.services[def.serviceName] = true
+	s.eventSourced = append(s.eventSourced, def)
+	return nil
+}
+
+// ListenAndServe listens on the TCP address addr (see Addr) and calls Serve.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves the proxy on lis until ctx ends, then shuts down gracefully:
+// it stops accepting calls, lets commands in progress finish (for at most the
+// shutdown timeout), ends the entity streams and returns nil. It returns an
+// error if nothing is registered, if serving fails, or if called twice. Serve
+// closes lis.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		lis.Close()
+		return errors.New("serve: already started")
+	}
+	s.started = true
+	eventSourced := s.eventSourced
+	s.mu.Unlock()
+
+	if len(eventSourced) == 0 {
+		lis.Close()
+		return errors.New("serve: no entities registered")
+	}
+	spec, err := buildEntitySpec(serviceInfo{name: s.opts.name, version: s.opts.version}, eventSourced)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+
+	logger := s.opts.logger
+	stopping := make(chan struct{})
+	var readers sync.WaitGroup
+	// WaitForHandlers makes Stop wait for handlers too, so no stream handler
+	// (and no reader it starts) outlives this function.
+	gs := grpc.NewServer(grpc.WaitForHandlers(true))
+	protocol.RegisterEntityDiscoveryServer(gs, &discoveryService{spec: spec, logger: logger})
+	es := &eventSourcedService{entities: make(map[string]*eventSourcedDef), logger: logger, stopping: stopping, readers: &readers}
+	for _, d := range eventSourced {
+		es.entities[d.serviceName] = d
+	}
+	protocol.RegisterEventSourcedServer(gs, es)
+
+	logger.Debug("cloudstate user function serving", "addr", lis.Addr().String())
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(lis) }()
+
+	select {
+	case err := <-served:
+		close(stopping)
+		gs.Stop()
+		readers.Wait()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	close(stopping)
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(s.opts.shutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		logger.Warn("shutdown timeout reached; closing connections", "timeout", s.opts.shutdownTimeout)
+		gs.Stop()
+		<-stopped
+	}
+	<-served
+	readers.Wait()
+	return nil
+}
+
+// Addr returns the address a user function listens on by Cloudstate
+// convention: $HOST:$PORT, by default 127.0.0.1:8080 (the proxy's
+// USER_FUNCTION_HOST and USER_FUNCTION_PORT point there).
+func Addr() string {
+	host, port := os.Getenv("HOST"), os.Getenv("PORT")
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if port == "" {
+		port = "8080"
+	}
+	return net.JoinHostPort(host, port)
+}
