@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"time"
 
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"google.golang.org/protobuf/proto"
@@ -106,8 +107,11 @@ func passivationStrategy(cfg entityConfig) *protocol.EntityPassivationStrategy {
 	if cfg.passivationTimeout <= 0 {
 		return nil
 	}
+	// The wire unit is milliseconds; round up so a tiny timeout is not 0,
+	// which a proxy would read as "not set".
+	ms := (cfg.passivationTimeout + time.Millisecond - 1).Milliseconds()
 	return &protocol.EntityPassivationStrategy{Strategy: &protocol.EntityPassivationStrategy_Timeout{
-		Timeout: &protocol.TimeoutPassivationStrategy{Timeout: cfg.passivationTimeout.Milliseconds()},
+		Timeout: &protocol.TimeoutPassivationStrategy{Timeout: ms},
 	}}
 }
 
