@@ -43,7 +43,7 @@ mv protocol/cloudstate/*.pb.go protocol/ && rmdir protocol/cloudstate
 
 # Other protos (samples, TCK models, private state formats): each folder with a .proto file and
 # a go_package option is generated in place.
-for dir in $(find samples tck crdt internal test -name '*.proto' -not -path '*/node_modules/*' -printf '%h\n' 2>/dev/null | sort -u); do
+for dir in $(find samples tck crdt internal test sdk -name '*.proto' -not -path '*/node_modules/*' -printf '%h\n' 2>/dev/null | sort -u); do
   rm -f "$dir"/*.pb.go
   protoc -I "$proto_inc" -I "$dir" \
     --go_out="$dir" --go_opt=paths=source_relative \
