@@ -1,6 +1,7 @@
 package call
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -116,7 +117,9 @@ func sendAll(stream grpc.ClientStream, in *requestReader) error {
 // receiveAll prints responses until the stream ends; it returns nil for an
 // OK status and the status error otherwise.
 func receiveAll(stream grpc.ClientStream, md protoreflect.MethodDescriptor, types *resolver, stdout io.Writer) error {
-	out := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true, Resolver: types}
+	// protojson varies its whitespace on purpose; re-indenting with
+	// encoding/json gives output that reads the same every time.
+	out := protojson.MarshalOptions{EmitUnpopulated: true, Resolver: types}
 	for {
 		resp := dynamicpb.NewMessage(md.Output())
 		if err := stream.RecvMsg(resp); err != nil {
@@ -129,7 +132,11 @@ func receiveAll(stream grpc.ClientStream, md protoreflect.MethodDescriptor, type
 		if err != nil {
 			return fmt.Errorf("print %s as JSON: %w", md.Output().FullName(), err)
 		}
-		if _, err := fmt.Fprintf(stdout, "%s\n", b); err != nil {
+		var pretty bytes.Buffer
+		if err := json.Indent(&pretty, b, "", "  "); err != nil {
+			return fmt.Errorf("print %s as JSON: %w", md.Output().FullName(), err)
+		}
+		if _, err := fmt.Fprintf(stdout, "%s\n", pretty.Bytes()); err != nil {
 			return fmt.Errorf("write response: %w", err)
 		}
 	}
