@@ -37,6 +37,10 @@ const stopGrace = 5 * time.Second
 // the function exits, and stops the function.
 func Run(ctx context.Context, args []string, version string, started time.Time, stderr io.Writer) error {
 	cfg := config.Default()
+	// The function starts together with the proxy, so it is usually a few
+	// milliseconds from listening: retry discovery sooner than in production.
+	cfg.DiscoveryBackoffMin = 50 * time.Millisecond
+	cfg.DiscoveryBackoffMax = time.Second
 	if err := cfg.ApplyEnv(os.Getenv); err != nil {
 		return err
 	}

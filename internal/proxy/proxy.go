@@ -163,10 +163,14 @@ func (p *Proxy) watchUserFunction(ctx context.Context, conn *grpc.ClientConn, di
 						p.log.Error("the user function now reports different services than at start; still serving the ones discovered first; restart the proxy to serve the new ones")
 					}
 				}
-				ready = true
 				ing.SetReady()
-				p.log.Info("cloudstate proxy ready", "services", ing.Model().ServiceNames,
-					"since_start", time.Since(p.started).Round(100*time.Microsecond).String())
+				if rediscover {
+					p.log.Info("cloudstate proxy ready again: the user function is back")
+				} else {
+					p.log.Info("cloudstate proxy ready", "services", ing.Model().ServiceNames,
+						"since_start", time.Since(p.started).Round(100*time.Microsecond).String())
+				}
+				ready = true
 			}
 		case connectivity.Idle:
 			conn.Connect()
