@@ -24,11 +24,9 @@
 //     terminated", and stop the entity (ES-6, ES-7); the next command
 //     activates it again from the store.
 //
-// # Passivation and the passivation race
+// # Passivation
 //
 // After an idle period (the service's own strategy, else the configured
-// default) the entity stops. The queue and the "closed" flag are guarded by
-// the manager shard's mutex, and an entity only stops while holding it with
-// an empty queue; a command that finds the entity closed starts a new
-// activation. So no command is ever left in the queue of a stopped entity.
+// default) the entity half-closes its stream and stops. The queue, and how
+// passivation never strands a command, are in package entity.
 package eventsourced

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cloudstate-go/cloudstate/internal/discovery"
+	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/store"
@@ -28,21 +28,14 @@ const (
 	descRecoveryFailed        = "Error recovering event log"
 )
 
-// entity is one active event-sourced entity. Its goroutine (run) is the
-// only one that touches the stream; queue and closed are guarded by
-// shard.mu because callers append to the queue.
-type entity struct {
+// entityLoop is the state of one entity's loop goroutine, which is the
+// only goroutine that touches its stream.
+type entityLoop struct {
 	m           *Manager
-	shard       *shard
-	key         entityKey
-	svc         *discovery.Service
+	mb          *entity.Mailbox
 	pid         string
 	passivation time.Duration
-	wake        chan struct{}
 	log         *slog.Logger
-
-	queue  []*command // guarded by shard.mu
-	closed bool       // guarded by shard.mu
 }
 
 // next says what an activation's serve loop ended with.
@@ -53,74 +46,9 @@ const (
 	restarted             // activate again from the store
 )
 
-func (e *entity) run() {
-	defer e.m.wg.Done()
-	for {
-		a, err := e.activate()
-		if err != nil {
-			e.log.Warn("entity activation failed", "err", err)
-			e.terminate(err)
-			return
-		}
-		if a.serve() == stopped {
-			return
-		}
-		e.log.Debug("entity restarting from the store")
-	}
-}
-
-// pop takes the oldest queued command, or returns nil.
-func (e *entity) pop() *command {
-	e.shard.mu.Lock()
-	defer e.shard.mu.Unlock()
-	if len(e.queue) == 0 {
-		return nil
-	}
-	cmd := e.queue[0]
-	e.queue[0] = nil
-	e.queue = e.queue[1:]
-	return cmd
-}
-
-// detach removes the entity from its shard so the next command activates a
-// new one, and returns the commands still queued.
-func (e *entity) detach() []*command {
-	e.shard.mu.Lock()
-	defer e.shard.mu.Unlock()
-	e.closed = true
-	if e.shard.entities[e.key] == e {
-		delete(e.shard.entities, e.key)
-	}
-	q := e.queue
-	e.queue = nil
-	return q
-}
-
-// passivate detaches the entity if nothing is queued.
-func (e *entity) passivate() bool {
-	e.shard.mu.Lock()
-	defer e.shard.mu.Unlock()
-	if len(e.queue) > 0 {
-		return false
-	}
-	e.closed = true
-	if e.shard.entities[e.key] == e {
-		delete(e.shard.entities, e.key)
-	}
-	return true
-}
-
-// terminate stops the entity after an error: the queued commands fail with
-// err (activation errors) so no caller waits for the relay timeout.
-func (e *entity) terminate(err error) {
-	for _, cmd := range e.detach() {
-		cmd.finish(route.Outcome{}, err)
-	}
-}
-
 // activation is one stream to the user function for this entity.
 type activation struct {
-	e      *entity
+	e      *entityLoop
 	ctx    context.Context
 	cancel context.CancelFunc
 	stream protocol.EventSourced_HandleClient
@@ -136,8 +64,8 @@ type inbound struct {
 }
 
 // activate loads the snapshot and events and replays them to a new stream.
-func (e *entity) activate() (*activation, error) {
-	ctx, cancel := context.WithCancel(e.m.kill)
+func (e *entityLoop) activate() (*activation, error) {
+	ctx, cancel := context.WithCancel(e.mb.Kill())
 	snap, hasSnap, err := e.m.cfg.Snapshots.LatestSnapshot(ctx, e.pid)
 	if err != nil {
 		cancel()
@@ -152,7 +80,7 @@ func (e *entity) activate() (*activation, error) {
 	a := &activation{e: e, ctx: ctx, cancel: cancel, stream: stream, in: make(chan inbound), recvWG: make(chan struct{})}
 	go a.receive()
 
-	initMsg := &protocol.EventSourcedInit{ServiceName: e.svc.Name, EntityId: e.key.id}
+	initMsg := &protocol.EventSourcedInit{ServiceName: e.mb.Service.Name, EntityId: e.mb.Key.ID}
 	if hasSnap {
 		initMsg.Snapshot = &protocol.EventSourcedSnapshot{SnapshotSequence: snap.Seq, Snapshot: snap.Payload}
 		a.seq = snap.Seq
@@ -249,17 +177,17 @@ func (a *activation) serve() next {
 	idle := time.NewTimer(e.passivation)
 	defer idle.Stop()
 	for {
-		cmd := e.pop()
+		cmd := e.mb.Pop()
 		if cmd == nil {
 			select {
-			case <-e.wake:
+			case <-e.mb.Wake():
 			case <-idle.C:
-				if e.passivate() {
+				if e.mb.Passivate() {
 					a.closeGracefully()
 					return stopped
 				}
-			case <-e.m.stop:
-				if e.passivate() {
+			case <-e.mb.Stopping():
+				if e.mb.Passivate() {
 					a.closeGracefully()
 					return stopped
 				}
@@ -271,10 +199,10 @@ func (a *activation) serve() next {
 			}
 			continue
 		}
-		if err := cmd.ctx.Err(); err != nil {
+		if err := cmd.Ctx.Err(); err != nil {
 			// The caller left before its command was sent: skip it rather
 			// than change state nobody will hear about.
-			cmd.finish(route.Outcome{}, status.FromContextError(err).Err())
+			cmd.Finish(route.Outcome{}, status.FromContextError(err).Err())
 			continue
 		}
 		if n := a.handle(cmd); n != nil {
@@ -292,14 +220,14 @@ func (a *activation) serve() next {
 
 // handle runs one command. It returns nil to go on serving, or how the
 // activation ends.
-func (a *activation) handle(cmd *command) *next {
+func (a *activation) handle(cmd *entity.Command) *next {
 	e := a.e
 	a.lastID++
 	err := a.stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Command{Command: &protocol.Command{
-		EntityId: e.key.id,
+		EntityId: e.mb.Key.ID,
 		Id:       a.lastID,
-		Name:     cmd.call.Method.Name,
-		Payload:  cmd.call.Payload,
+		Name:     cmd.Call.Method.Name,
+		Payload:  cmd.Call.Payload,
 	}}})
 	if err != nil {
 		// The stream is broken; Recv will tell why.
@@ -311,12 +239,12 @@ func (a *activation) handle(cmd *command) *next {
 	select {
 	case in = <-a.in:
 	case <-relay.C:
-		e.log.Warn("user function did not answer a command within the relay timeout", "command", cmd.call.Method.Name, "timeout", e.m.cfg.RelayTimeout)
-		cmd.finish(route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", e.key.id, e.m.cfg.RelayTimeout))
+		e.log.Warn("user function did not answer a command within the relay timeout", "command", cmd.Call.Method.Name, "timeout", e.m.cfg.RelayTimeout)
+		cmd.Finish(route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", e.mb.Key.ID, e.m.cfg.RelayTimeout))
 		a.stop(descTerminated)
 		return ptr(stopped)
 	case <-a.ctx.Done():
-		cmd.finish(route.Outcome{}, status.Error(codes.Unavailable, "the proxy is shutting down"))
+		cmd.Finish(route.Outcome{}, status.Error(codes.Unavailable, "the proxy is shutting down"))
 		a.stop(descTerminated)
 		return ptr(stopped)
 	}
@@ -330,9 +258,9 @@ func (a *activation) handle(cmd *command) *next {
 	if f := reply.GetClientAction().GetFailure(); f != nil {
 		if len(reply.GetEvents()) > 0 || len(reply.GetSideEffects()) > 0 || reply.GetSnapshot() != nil {
 			a.report(fmt.Sprintf("%s: the reply to command %d fails the command but also carries events, a snapshot or side effects; they were ignored",
-				e.svc.Name, a.lastID))
+				e.mb.Service.Name, a.lastID))
 		}
-		cmd.finish(route.Outcome{Action: reply.GetClientAction()}, nil)
+		cmd.Finish(route.Outcome{Action: reply.GetClientAction()}, nil)
 		if f.GetRestart() {
 			a.closeGracefully()
 			return ptr(restarted)
@@ -342,11 +270,11 @@ func (a *activation) handle(cmd *command) *next {
 
 	if err := a.persist(reply); err != nil {
 		e.log.Error("persisting events failed; stopping the entity", "pid", e.pid, "err", err)
-		cmd.finish(route.Outcome{}, status.Error(codes.Unknown, descUnexpectedFailure))
+		cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, descUnexpectedFailure))
 		a.stop(descTerminated)
 		return ptr(stopped)
 	}
-	cmd.finish(route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil)
+	cmd.Finish(route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil)
 	return nil
 }
 
@@ -380,7 +308,7 @@ func (a *activation) persist(reply *protocol.EventSourcedReply) error {
 // fail handles a violation or the end of the stream: cmd (if any) gets the
 // reference's description for what happened, queued commands get "Entity
 // terminated", and the entity stops (ES-6).
-func (a *activation) fail(cmd *command, in inbound) {
+func (a *activation) fail(cmd *entity.Command, in inbound) {
 	e := a.e
 	var desc string
 	switch {
@@ -398,22 +326,22 @@ func (a *activation) fail(cmd *command, in inbound) {
 	case in.msg.GetReply() != nil:
 		desc = descUnexpectedReply
 		msg := fmt.Sprintf("%s: entity %s sent a reply for command %d, but the command in flight is %d",
-			e.svc.Name, e.key.id, in.msg.GetReply().GetCommandId(), a.inFlight(cmd))
+			e.mb.Service.Name, e.mb.Key.ID, in.msg.GetReply().GetCommandId(), a.inFlight(cmd))
 		e.log.Warn(msg)
 		a.report(msg)
 	default:
 		desc = descUnexpectedMessage
-		msg := fmt.Sprintf("%s: entity %s sent an empty message", e.svc.Name, e.key.id)
+		msg := fmt.Sprintf("%s: entity %s sent an empty message", e.mb.Service.Name, e.mb.Key.ID)
 		e.log.Warn(msg)
 		a.report(msg)
 	}
 	if cmd != nil {
-		cmd.finish(route.Outcome{}, status.Error(codes.Unknown, desc))
+		cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, desc))
 	}
 	a.stop(descTerminated)
 }
 
-func (a *activation) inFlight(cmd *command) int64 {
+func (a *activation) inFlight(cmd *entity.Command) int64 {
 	if cmd == nil {
 		return 0
 	}
@@ -424,18 +352,14 @@ func (a *activation) inFlight(cmd *command) int64 {
 // The entity detaches first, so commands arriving meanwhile go to a new
 // activation instead of failing with this one.
 func (a *activation) stop(desc string) {
-	queued := a.e.detach()
+	queued := a.e.mb.Detach()
 	a.abort()
 	err := status.Error(codes.Unknown, desc)
 	for _, cmd := range queued {
-		cmd.finish(route.Outcome{}, err)
+		cmd.Finish(route.Outcome{}, err)
 	}
 }
 
-func (a *activation) report(msg string) {
-	if r := a.e.m.cfg.Reporter; r != nil {
-		r.ReportError(context.WithoutCancel(a.ctx), msg)
-	}
-}
+func (a *activation) report(msg string) { a.e.m.report(a.ctx, msg) }
 
 func ptr(n next) *next { return &n }

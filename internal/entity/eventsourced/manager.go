@@ -3,15 +3,10 @@ package eventsourced
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
-	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/cloudstate-go/cloudstate/internal/discovery"
+	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/store"
@@ -39,39 +34,14 @@ type Config struct {
 	Log          *slog.Logger
 }
 
-const shardCount = 64
-
-// Manager owns the active event-sourced entities of one proxy. It
-// implements route.Handler.
+// Manager runs the event-sourced entities of one proxy. It implements
+// route.Handler through its registry.
 type Manager struct {
-	cfg  Config
-	seed maphash.Seed
-
-	shards [shardCount]shard
-
-	// stop is closed when the manager begins to shut down: idle entities
-	// passivate and new commands are refused.
-	stop     chan struct{}
-	stopOnce sync.Once
-	// kill cancels every entity stream; used when shutdown runs out of time.
-	kill       context.Context
-	cancelKill context.CancelFunc
-	wg         sync.WaitGroup
+	*entity.Registry
+	cfg Config
 }
 
-type shard struct {
-	mu       sync.Mutex
-	entities map[entityKey]*entity
-}
-
-type entityKey struct {
-	service string
-	id      string
-}
-
-var _ route.Handler = (*Manager)(nil)
-
-// New returns a manager. Call Run to own its lifetime.
+// New returns a manager; Shutdown ends it.
 func New(cfg Config) *Manager {
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = 5 * time.Second
@@ -79,131 +49,46 @@ func New(cfg Config) *Manager {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	kill, cancel := context.WithCancel(context.Background())
-	m := &Manager{cfg: cfg, seed: maphash.MakeSeed(), stop: make(chan struct{}), kill: kill, cancelKill: cancel}
-	for i := range m.shards {
-		m.shards[i].entities = make(map[entityKey]*entity)
-	}
+	m := &Manager{cfg: cfg}
+	m.Registry = entity.NewRegistry(entity.RegistryConfig{
+		RelayTimeout: cfg.RelayTimeout,
+		MailboxSize:  cfg.MailboxSize,
+		Loop:         m.run,
+	})
 	return m
 }
 
-// Shutdown stops the manager: new commands are refused, idle entities
-// passivate, and busy ones finish their queue first. When ctx ends before
-// all have stopped, their streams are cancelled. It returns when every
-// entity goroutine has ended.
-func (m *Manager) Shutdown(ctx context.Context) {
-	m.stopOnce.Do(func() { close(m.stop) })
-	done := make(chan struct{})
-	go func() { m.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		m.cancelKill()
-		<-done
-	}
-	m.cancelKill()
-}
-
-// Active returns the number of active entities.
-func (m *Manager) Active() int {
-	n := 0
-	for i := range m.shards {
-		s := &m.shards[i]
-		s.mu.Lock()
-		n += len(s.entities)
-		s.mu.Unlock()
-	}
-	return n
-}
-
-func (m *Manager) shardOf(k entityKey) *shard {
-	var h maphash.Hash
-	h.SetSeed(m.seed)
-	h.WriteString(k.service)
-	h.WriteString(k.id)
-	return &m.shards[h.Sum64()%shardCount]
-}
-
-// Unary queues the call on its entity (activating it if needed) and waits
-// for the outcome, the caller's context, or the relay timeout.
-func (m *Manager) Unary(ctx context.Context, call route.Call) (route.Outcome, error) {
-	cmd := &command{ctx: ctx, call: call, done: make(chan result, 1)}
-	if err := m.enqueue(cmd); err != nil {
-		return route.Outcome{}, err
-	}
-	timer := time.NewTimer(m.cfg.RelayTimeout)
-	defer timer.Stop()
-	select {
-	case r := <-cmd.done:
-		return r.out, r.err
-	case <-ctx.Done():
-		return route.Outcome{}, status.FromContextError(ctx.Err()).Err()
-	case <-timer.C:
-		return route.Outcome{}, status.Errorf(codes.Internal, "no reply from entity %s of %s within the relay timeout (%s)",
-			call.EntityID, call.Method.Service.Name, m.cfg.RelayTimeout)
-	}
-}
-
-func (m *Manager) enqueue(cmd *command) error {
-	select {
-	case <-m.stop:
-		return status.Error(codes.Unavailable, "the proxy is shutting down")
-	default:
-	}
-	svc := cmd.call.Method.Service
-	k := entityKey{service: svc.Name, id: cmd.call.EntityID}
-	s := m.shardOf(k)
-	s.mu.Lock()
-	e := s.entities[k]
-	if e == nil {
-		e = m.newEntity(s, k, svc)
-		s.entities[k] = e
-		m.wg.Add(1)
-		go e.run()
-	}
-	if len(e.queue) >= m.cfg.MailboxSize {
-		s.mu.Unlock()
-		return status.Errorf(codes.ResourceExhausted, "entity %s of %s has %d commands queued; try again later",
-			k.id, k.service, len(e.queue))
-	}
-	e.queue = append(e.queue, cmd)
-	s.mu.Unlock()
-	select {
-	case e.wake <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-func (m *Manager) newEntity(s *shard, k entityKey, svc *discovery.Service) *entity {
-	passivation := m.cfg.PassivationTimeout
-	if svc.Passivation > 0 {
-		passivation = svc.Passivation
-	}
-	return &entity{
+// run is the loop of one entity: activate, serve, and activate again after
+// a restart.
+func (m *Manager) run(mb *entity.Mailbox) {
+	svc := mb.Service
+	e := &entityLoop{
 		m:           m,
-		shard:       s,
-		key:         k,
-		svc:         svc,
-		pid:         fmt.Sprintf("%s|%s", svc.PersistenceID, k.id),
-		passivation: passivation,
-		wake:        make(chan struct{}, 1),
-		log:         m.cfg.Log.With("service", svc.Name, "entity", k.id),
+		mb:          mb,
+		pid:         fmt.Sprintf("%s|%s", svc.PersistenceID, mb.Key.ID),
+		passivation: m.cfg.PassivationTimeout,
+		log:         m.cfg.Log.With("service", svc.Name, "entity", mb.Key.ID),
+	}
+	if svc.Passivation > 0 {
+		e.passivation = svc.Passivation
+	}
+	for {
+		a, err := e.activate()
+		if err != nil {
+			e.log.Warn("entity activation failed", "err", err)
+			mb.FailQueued(err)
+			return
+		}
+		if a.serve() == stopped {
+			return
+		}
+		e.log.Debug("entity restarting from the store")
 	}
 }
 
-// command is one queued call and the channel its outcome goes to.
-type command struct {
-	ctx  context.Context
-	call route.Call
-	done chan result // buffered: the entity never blocks on a caller
-}
-
-type result struct {
-	out route.Outcome
-	err error
-}
-
-func (c *command) finish(out route.Outcome, err error) {
-	c.done <- result{out: out, err: err}
+// report sends a protocol violation to the user function.
+func (m *Manager) report(ctx context.Context, msg string) {
+	if m.cfg.Reporter != nil {
+		m.cfg.Reporter.ReportError(context.WithoutCancel(ctx), msg)
+	}
 }

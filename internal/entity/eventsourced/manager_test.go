@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/cloudstate-go/cloudstate/internal/discovery"
+	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/store"
@@ -382,11 +383,8 @@ func TestRestartReplaysAndKeepsQueuedCommands(t *testing.T) {
 	totals := make(chan int, 2)
 	go func() { totals <- f.mustCall("a", 1) }()
 	eventually(t, "a command to be queued", func() bool {
-		s := f.mgr.shardOf(entityKey{"test.Counter", "a"})
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		e := s.entities[entityKey{"test.Counter", "a"}]
-		return e != nil && len(e.queue) == 1
+		mb := f.mgr.Lookup(entity.Key{Service: "test.Counter", ID: "a"})
+		return mb != nil && mb.Queued() == 1
 	})
 	close(release)
 	wantStatus(t, <-errs, codes.Unknown, "boom")
