@@ -1,7 +1,6 @@
 package eventsourced
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +27,11 @@ const (
 	descRecoveryFailed        = "Error recovering event log"
 )
 
+type (
+	stream  = entity.Stream[protocol.EventSourcedStreamIn, protocol.EventSourcedStreamOut]
+	inbound = entity.Inbound[protocol.EventSourcedStreamOut]
+)
+
 // entityLoop is the state of one entity's loop goroutine, which is the
 // only goroutine that touches its stream.
 type entityLoop struct {
@@ -49,52 +53,41 @@ const (
 // activation is one stream to the user function for this entity.
 type activation struct {
 	e      *entityLoop
-	ctx    context.Context
-	cancel context.CancelFunc
-	stream protocol.EventSourced_HandleClient
-	in     chan inbound
-	recvWG chan struct{} // closed when the receiving goroutine ended
-	seq    int64         // highest journal sequence number applied
-	lastID int64         // id of the last command sent on this stream
-}
-
-type inbound struct {
-	msg *protocol.EventSourcedStreamOut
-	err error
+	s      *stream
+	seq    int64 // highest journal sequence number applied
+	lastID int64 // id of the last command sent on this stream
+	next   next  // how the activation ended, when it ended on its own
 }
 
 // activate loads the snapshot and events and replays them to a new stream.
 func (e *entityLoop) activate() (*activation, error) {
-	ctx, cancel := context.WithCancel(e.mb.Kill())
+	ctx := e.mb.Kill()
 	snap, hasSnap, err := e.m.cfg.Snapshots.LatestSnapshot(ctx, e.pid)
 	if err != nil {
-		cancel()
 		e.log.Error("loading snapshot failed", "pid", e.pid, "err", err)
 		return nil, status.Error(codes.Unknown, descRecoveryFailed)
 	}
-	stream, err := e.m.cfg.Client.Handle(ctx)
+	s, err := entity.OpenStream(ctx, e.m.cfg.Client.Handle)
 	if err != nil {
-		cancel()
 		return nil, status.Errorf(codes.Unavailable, "user function unavailable: %v", status.Convert(err).Message())
 	}
-	a := &activation{e: e, ctx: ctx, cancel: cancel, stream: stream, in: make(chan inbound), recvWG: make(chan struct{})}
-	go a.receive()
+	a := &activation{e: e, s: s}
 
 	initMsg := &protocol.EventSourcedInit{ServiceName: e.mb.Service.Name, EntityId: e.mb.Key.ID}
 	if hasSnap {
 		initMsg.Snapshot = &protocol.EventSourcedSnapshot{SnapshotSequence: snap.Seq, Snapshot: snap.Payload}
 		a.seq = snap.Seq
 	}
-	if err := stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Init{Init: initMsg}}); err != nil {
+	if err := s.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Init{Init: initMsg}}); err != nil {
 		return nil, a.abortActivation(err)
 	}
 	var sendErr error
-	err = e.m.cfg.Journal.Replay(ctx, e.pid, a.seq, func(ev store.Event) error {
+	err = e.m.cfg.Journal.Replay(s.Context(), e.pid, a.seq, func(ev store.Event) error {
 		if ev.Seq != a.seq+1 {
 			return fmt.Errorf("journal of %s jumps from %d to %d", e.pid, a.seq, ev.Seq)
 		}
 		a.seq = ev.Seq
-		sendErr = stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Event{
+		sendErr = s.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Event{
 			Event: &protocol.EventSourcedEvent{Sequence: ev.Seq, Payload: ev.Payload},
 		}})
 		return sendErr
@@ -103,7 +96,7 @@ func (e *entityLoop) activate() (*activation, error) {
 		return nil, a.abortActivation(sendErr)
 	}
 	if err != nil {
-		a.abort()
+		s.Abort()
 		e.log.Error("replaying the journal failed", "pid", e.pid, "err", err)
 		return nil, status.Error(codes.Unknown, descRecoveryFailed)
 	}
@@ -113,144 +106,77 @@ func (e *entityLoop) activate() (*activation, error) {
 // abortActivation ends a stream that broke while recovering and returns the
 // error for the waiting callers, naming the stream's own status if it has one.
 func (a *activation) abortActivation(sendErr error) error {
-	reason := sendErr
-	select {
-	case in := <-a.in:
-		if in.err != nil {
-			reason = in.err
-		}
-	case <-time.After(time.Second):
-	}
-	a.abort()
+	reason := a.s.ReasonAfterSendError(sendErr)
+	a.s.Abort()
 	return status.Errorf(codes.Unavailable, "user function stream ended during recovery: %v", status.Convert(reason).Message())
 }
 
-// receive moves stream messages to a.in until the stream ends.
-func (a *activation) receive() {
-	defer close(a.recvWG)
-	for {
-		msg, err := a.stream.Recv()
-		select {
-		case a.in <- inbound{msg: msg, err: err}:
-		case <-a.ctx.Done():
-			return
-		}
-		if err != nil {
-			return
-		}
-	}
-}
+func (a *activation) closeGracefully() { a.s.CloseGracefully(a.e.m.cfg.CloseTimeout, a.e.log) }
 
-// abort cancels the stream and waits for the receiver to end.
-func (a *activation) abort() {
-	a.cancel()
-	<-a.recvWG
-}
-
-// closeGracefully half-closes the stream and gives the function a moment
-// to end its side, then cancels it.
-func (a *activation) closeGracefully() {
-	if err := a.stream.CloseSend(); err == nil {
-		timer := time.NewTimer(a.e.m.cfg.CloseTimeout)
-		defer timer.Stop()
-	drain:
-		for {
-			select {
-			case in := <-a.in:
-				if in.err != nil {
-					break drain
-				}
-				a.e.log.Warn("message from the user function after the stream was closed; ignored")
-			case <-timer.C:
-				a.e.log.Warn("user function did not close the entity stream in time", "timeout", a.e.m.cfg.CloseTimeout)
-				break drain
-			}
-		}
-	}
-	a.abort()
-}
-
-// serve sends queued commands one at a time until the entity passivates,
-// restarts or fails.
+// serve runs the activation until the entity passivates, restarts or
+// fails.
 func (a *activation) serve() next {
-	e := a.e
-	idle := time.NewTimer(e.passivation)
-	defer idle.Stop()
-	for {
-		cmd := e.mb.Pop()
-		if cmd == nil {
-			select {
-			case <-e.mb.Wake():
-			case <-idle.C:
-				if e.mb.Passivate() {
-					a.closeGracefully()
-					return stopped
-				}
-			case <-e.mb.Stopping():
-				if e.mb.Passivate() {
-					a.closeGracefully()
-					return stopped
-				}
-			case in := <-a.in:
-				// Nothing is in flight, so anything from the function now is
-				// a violation or the end of the stream.
-				a.fail(nil, in)
-				return stopped
-			}
-			continue
-		}
-		if err := cmd.Ctx.Err(); err != nil {
-			// The caller left before its command was sent: skip it rather
-			// than change state nobody will hear about.
-			cmd.Finish(route.Outcome{}, status.FromContextError(err).Err())
-			continue
-		}
-		if n := a.handle(cmd); n != nil {
-			return *n
-		}
-		if !idle.Stop() {
-			select {
-			case <-idle.C:
-			default:
-			}
-		}
-		idle.Reset(e.passivation)
+	if entity.Serve[protocol.EventSourcedStreamOut](a.e.mb, a.e.passivation, a) {
+		return stopped
 	}
+	return a.next
 }
+
+// Received, Handle, Unexpected and Passivate make an activation an
+// entity.Session.
+func (a *activation) Received() <-chan inbound { return a.s.Received() }
+
+func (a *activation) Handle(cmd *entity.Command) bool {
+	n := a.handle(cmd)
+	if n == nil {
+		return false
+	}
+	a.next = *n
+	return true
+}
+
+// Unexpected: nothing is in flight, so anything from the function now is a
+// violation or the end of the stream.
+func (a *activation) Unexpected(in inbound) {
+	a.fail(nil, in)
+	a.next = stopped
+}
+
+func (a *activation) Passivate() { a.closeGracefully() }
 
 // handle runs one command. It returns nil to go on serving, or how the
 // activation ends.
 func (a *activation) handle(cmd *entity.Command) *next {
 	e := a.e
 	a.lastID++
-	err := a.stream.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Command{Command: &protocol.Command{
+	err := a.s.Send(&protocol.EventSourcedStreamIn{Message: &protocol.EventSourcedStreamIn_Command{Command: &protocol.Command{
 		EntityId: e.mb.Key.ID,
 		Id:       a.lastID,
 		Name:     cmd.Call.Method.Name,
 		Payload:  cmd.Call.Payload,
 	}}})
 	if err != nil {
-		// The stream is broken; Recv will tell why.
+		// The stream is broken; Received will tell why.
 		e.log.Debug("sending a command failed", "err", err)
 	}
 	relay := time.NewTimer(e.m.cfg.RelayTimeout)
 	defer relay.Stop()
 	var in inbound
 	select {
-	case in = <-a.in:
+	case in = <-a.s.Received():
 	case <-relay.C:
 		e.log.Warn("user function did not answer a command within the relay timeout", "command", cmd.Call.Method.Name, "timeout", e.m.cfg.RelayTimeout)
 		cmd.Finish(route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", e.mb.Key.ID, e.m.cfg.RelayTimeout))
 		a.stop(descTerminated)
 		return ptr(stopped)
-	case <-a.ctx.Done():
+	case <-a.s.Context().Done():
 		cmd.Finish(route.Outcome{}, status.Error(codes.Unavailable, "the proxy is shutting down"))
 		a.stop(descTerminated)
 		return ptr(stopped)
 	}
 
-	reply := in.msg.GetReply()
-	if in.err != nil || reply == nil || reply.GetCommandId() != a.lastID {
+	reply := in.Msg.GetReply()
+	if in.Err != nil || reply == nil || reply.GetCommandId() != a.lastID {
 		a.fail(cmd, in)
 		return ptr(stopped)
 	}
@@ -293,12 +219,13 @@ func (a *activation) persist(reply *protocol.EventSourcedReply) error {
 	for i, ev := range events {
 		batch[i] = store.Event{Seq: a.seq + int64(i) + 1, Payload: ev}
 	}
-	if err := a.e.m.cfg.Journal.Append(a.ctx, a.e.pid, batch); err != nil {
+	ctx := a.s.Context()
+	if err := a.e.m.cfg.Journal.Append(ctx, a.e.pid, batch); err != nil {
 		return fmt.Errorf("append %d events to %s at %d: %w", len(batch), a.e.pid, a.seq+1, err)
 	}
 	a.seq += int64(len(batch))
 	if snap := reply.GetSnapshot(); snap != nil {
-		if err := a.e.m.cfg.Snapshots.SaveSnapshot(a.ctx, a.e.pid, store.Snapshot{Seq: a.seq, Payload: snap}); err != nil {
+		if err := a.e.m.cfg.Snapshots.SaveSnapshot(ctx, a.e.pid, store.Snapshot{Seq: a.seq, Payload: snap}); err != nil {
 			a.e.log.Warn("saving a snapshot failed", "pid", a.e.pid, "seq", a.seq, "err", err)
 		}
 	}
@@ -312,21 +239,25 @@ func (a *activation) fail(cmd *entity.Command, in inbound) {
 	e := a.e
 	var desc string
 	switch {
-	case in.err != nil:
+	case in.Err != nil:
 		desc = descUnexpectedTermination
-		if errors.Is(in.err, io.EOF) {
+		if errors.Is(in.Err, io.EOF) {
 			e.log.Warn("user function closed the entity stream")
 		} else {
-			e.log.Warn("entity stream failed", "err", in.err)
+			e.log.Warn("entity stream failed", "err", in.Err)
 		}
-	case in.msg.GetFailure() != nil:
+	case in.Msg.GetFailure() != nil:
 		desc = descUnexpectedFailure
-		e.log.Warn("user function reported an entity failure", "description", in.msg.GetFailure().GetDescription(),
-			"command_id", in.msg.GetFailure().GetCommandId())
-	case in.msg.GetReply() != nil:
+		e.log.Warn("user function reported an entity failure", "description", in.Msg.GetFailure().GetDescription(),
+			"command_id", in.Msg.GetFailure().GetCommandId())
+	case in.Msg.GetReply() != nil:
 		desc = descUnexpectedReply
+		inFlight := int64(0)
+		if cmd != nil {
+			inFlight = a.lastID
+		}
 		msg := fmt.Sprintf("%s: entity %s sent a reply for command %d, but the command in flight is %d",
-			e.mb.Service.Name, e.mb.Key.ID, in.msg.GetReply().GetCommandId(), a.inFlight(cmd))
+			e.mb.Service.Name, e.mb.Key.ID, in.Msg.GetReply().GetCommandId(), inFlight)
 		e.log.Warn(msg)
 		a.report(msg)
 	default:
@@ -341,25 +272,18 @@ func (a *activation) fail(cmd *entity.Command, in inbound) {
 	a.stop(descTerminated)
 }
 
-func (a *activation) inFlight(cmd *entity.Command) int64 {
-	if cmd == nil {
-		return 0
-	}
-	return a.lastID
-}
-
-// stop cancels the stream and fails every queued command with desc.
-// The entity detaches first, so commands arriving meanwhile go to a new
+// stop cancels the stream and fails every queued command with desc. The
+// entity detaches first, so commands arriving meanwhile go to a new
 // activation instead of failing with this one.
 func (a *activation) stop(desc string) {
 	queued := a.e.mb.Detach()
-	a.abort()
+	a.s.Abort()
 	err := status.Error(codes.Unknown, desc)
 	for _, cmd := range queued {
 		cmd.Finish(route.Outcome{}, err)
 	}
 }
 
-func (a *activation) report(msg string) { a.e.m.report(a.ctx, msg) }
+func (a *activation) report(msg string) { a.e.m.report(a.s.Context(), msg) }
 
 func ptr(n next) *next { return &n }
