@@ -1,0 +1,259 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cloudstate-go/cloudstate/store"
+)
+
+// opKind orders the writes of a batch by table; with the key it fixes the
+// order in which every transaction takes its row locks (see doc.go).
+type opKind uint8
+
+const (
+	kindAppend opKind = iota
+	kindSnapshot
+	kindValue
+)
+
+// States of an op: a caller whose context ends while its op is still queued
+// abandons it, and the committer skips it; once taken, it will be sent.
+const (
+	opQueued int32 = iota
+	opTaken
+	opAbandoned
+)
+
+// op is one write waiting for the committer: a single SQL statement whose
+// row count tells the caller whether it applied. The statement must never
+// fail for a reason that belongs to this write alone (a conflict shows as
+// zero rows), so that it cannot abort the other writes of its batch.
+type op struct {
+	kind  opKind
+	key   []byte
+	sql   string
+	args  []any
+	state atomic.Int32
+	done  chan opResult // buffered: the committer never blocks on a caller
+}
+
+type opResult struct {
+	rows int64
+	err  error
+}
+
+// stats are the committer's counters, read by Store.Stats.
+type stats struct {
+	commits, writes, maxBatch, fallbacks, failed atomic.Int64
+}
+
+func (st *stats) committed(n int) {
+	st.commits.Add(1)
+	st.writes.Add(int64(n))
+	for {
+		m := st.maxBatch.Load()
+		if int64(n) <= m || st.maxBatch.CompareAndSwap(m, int64(n)) {
+			return
+		}
+	}
+}
+
+// write runs one statement through the group committer and returns its row
+// count. Attempts that did not reach the database are repeated with backoff
+// (see retry); any other failure is returned.
+func (s *Store) write(ctx context.Context, kind opKind, key []byte, sql string, args ...any) (int64, error) {
+	var rows int64
+	err := s.retry(ctx, true, func() error {
+		var err error
+		rows, err = s.submit(ctx, &op{kind: kind, key: key, sql: sql, args: args, done: make(chan opResult, 1)})
+		return err
+	})
+	return rows, err
+}
+
+// submit queues o and waits for its outcome.
+func (s *Store) submit(ctx context.Context, o *op) (int64, error) {
+	select {
+	case <-s.closing:
+		return 0, ErrClosed
+	default:
+	}
+	select {
+	case s.queue <- o:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-s.closing:
+		return 0, ErrClosed
+	}
+	select {
+	case r := <-o.done:
+		return r.rows, r.err
+	case <-ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opAbandoned) {
+			return 0, ctx.Err()
+		}
+		return 0, fmt.Errorf("%w (the write was already sent and may still commit)", ctx.Err())
+	case <-s.stopped:
+		// A committer that took o answered before exiting.
+		select {
+		case r := <-o.done:
+			return r.rows, r.err
+		default:
+			return 0, ErrClosed
+		}
+	}
+}
+
+// commitLoop is one committer: it takes the first queued write, gathers
+// whatever else is queued at that moment (without waiting for more), and
+// commits them together. While it waits for the database, new writes queue
+// up and form the next batch, so batches grow with the load and a lone
+// write pays no added latency.
+func (s *Store) commitLoop() {
+	batch := make([]*op, 0, s.cfg.maxBatch)
+	for {
+		select {
+		case <-s.closing:
+			s.failQueued()
+			return
+		case o := <-s.queue:
+			batch = batch[:0]
+			if o.state.CompareAndSwap(opQueued, opTaken) {
+				batch = append(batch, o)
+			}
+		gather:
+			for len(batch) < s.cfg.maxBatch {
+				select {
+				case o := <-s.queue:
+					if o.state.CompareAndSwap(opQueued, opTaken) {
+						batch = append(batch, o)
+					}
+				default:
+					break gather
+				}
+			}
+			if len(batch) > 0 {
+				s.commit(batch)
+			}
+		}
+	}
+}
+
+// failQueued answers every write still queued at Close with ErrClosed.
+func (s *Store) failQueued() {
+	for {
+		select {
+		case o := <-s.queue:
+			if o.state.CompareAndSwap(opQueued, opTaken) {
+				o.done <- opResult{err: ErrClosed}
+			}
+		default:
+			return
+		}
+	}
+}
+
+// commit writes batch in one transaction and answers every op in it.
+func (s *Store) commit(batch []*op) {
+	// One lock order for every transaction of every proxy: concurrent
+	// batches that touch the same rows wait for each other but never
+	// deadlock.
+	sort.SliceStable(batch, func(i, j int) bool {
+		if batch[i].kind != batch[j].kind {
+			return batch[i].kind < batch[j].kind
+		}
+		return bytes.Compare(batch[i].key, batch[j].key) < 0
+	})
+	rows, err := s.send(batch)
+	var notSent *notSentError
+	switch {
+	case err == nil:
+		s.stats.committed(len(batch))
+		for i, o := range batch {
+			o.done <- opResult{rows: rows[i]}
+		}
+	case errors.As(err, &notSent):
+		s.stats.failed.Add(1)
+		for _, o := range batch {
+			o.done <- opResult{err: err}
+		}
+	case isConnError(err):
+		// Sent, but the answer was lost: the transaction may or may not
+		// have committed. Nothing is half-written either way.
+		s.stats.failed.Add(1)
+		err = unavailable(fmt.Errorf("commit of %d writes, outcome unknown: %w", len(batch), err))
+		for _, o := range batch {
+			o.done <- opResult{err: err}
+		}
+	case len(batch) == 1:
+		batch[0].done <- opResult{err: statementError(err)}
+	default:
+		// The server rejected a statement, which rolled back the whole
+		// batch. Our statements are written not to fail on conflicts, so
+		// this is one bad write (or a deadlock with a writer outside this
+		// store); isolate it by committing each write on its own.
+		s.stats.fallbacks.Add(1)
+		for _, o := range batch {
+			s.commit([]*op{o})
+		}
+	}
+}
+
+// send runs batch as one pipelined round trip. pgx ends the pipeline with a
+// single Sync, so the statements form one implicit transaction that commits
+// at the Sync, and Close only returns nil once that commit is durable.
+func (s *Store) send(batch []*op) ([]int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.writeTimeout)
+	defer cancel()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, &notSentError{fmt.Errorf("acquire connection: %w", err)}
+	}
+	defer conn.Release()
+
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(batch))}
+	for _, o := range batch {
+		b.Queue(o.sql, o.args...)
+	}
+	br := conn.SendBatch(ctx, b)
+	rows := make([]int64, len(batch))
+	for i := range batch {
+		tag, err := br.Exec()
+		if err != nil {
+			_ = br.Close() // the first error is the one to report
+			return nil, sendError(err)
+		}
+		rows[i] = tag.RowsAffected()
+	}
+	if err := br.Close(); err != nil {
+		return nil, sendError(err)
+	}
+	return rows, nil
+}
+
+// sendError marks errors that happened before anything was sent.
+func sendError(err error) error {
+	if pgconn.SafeToRetry(err) {
+		return &notSentError{err}
+	}
+	return err
+}
+
+// statementError maps the error of a write committed alone. A unique
+// violation means the primary key fenced the write off: another writer
+// stored that sequence number or key first.
+func statementError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	}
+	return err
+}
