@@ -142,9 +142,42 @@ func (s *Server) handleStream(_ any, stream grpc.ServerStream) error {
 		return status.Errorf(codes.Unimplemented, "unknown method %s of service %s", method, service)
 	}
 	if m.ClientStreaming || m.ServerStreaming {
-		return status.Errorf(codes.Unimplemented, "streaming method %s is not supported by this proxy yet", m.Path)
+		return s.streaming(stream, r, m)
 	}
 	return s.unary(stream, r, m)
+}
+
+// metadataFor returns the request headers as metadata for actions; entity
+// commands never carry metadata (PROTOCOL.md §7.6).
+func metadataFor(ctx context.Context, m *discovery.Method) *protocol.Metadata {
+	if m.Service.EntityType != discovery.Action {
+		return nil
+	}
+	return requestMetadata(ctx)
+}
+
+func (s *Server) streaming(stream grpc.ServerStream, r *route.Router, m *discovery.Method) error {
+	recv := func() ([]byte, error) {
+		var msg rawMessage
+		if err := stream.RecvMsg(&msg); err != nil {
+			return nil, err
+		}
+		return msg, nil
+	}
+	headerSent := false
+	send := func(reply *protocol.Reply) error {
+		if !headerSent {
+			headerSent = true
+			if h := responseHeaders(reply.GetMetadata()); h != nil {
+				if err := stream.SetHeader(h); err != nil {
+					s.log.Debug("setting response headers failed", "err", err)
+				}
+			}
+		}
+		out := rawMessage(reply.GetPayload().GetValue())
+		return stream.SendMsg(&out)
+	}
+	return r.Stream(stream.Context(), m, recv, send, metadataFor(stream.Context(), m))
 }
 
 func (s *Server) unary(stream grpc.ServerStream, r *route.Router, m *discovery.Method) error {
@@ -152,13 +185,7 @@ func (s *Server) unary(stream grpc.ServerStream, r *route.Router, m *discovery.M
 	if err := stream.RecvMsg(&req); err != nil {
 		return err
 	}
-	var md *protocol.Metadata
-	if m.Service.EntityType == discovery.Action {
-		// Only actions receive request headers; entity commands never carry
-		// metadata (PROTOCOL.md §7.6).
-		md = requestMetadata(stream.Context())
-	}
-	reply, err := r.Unary(stream.Context(), m, req, md)
+	reply, err := r.Unary(stream.Context(), m, req, metadataFor(stream.Context(), m))
 	if err != nil {
 		return err
 	}

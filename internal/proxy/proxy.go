@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -21,7 +22,10 @@ import (
 
 	"github.com/cloudstate-go/cloudstate/internal/config"
 	"github.com/cloudstate-go/cloudstate/internal/discovery"
+	"github.com/cloudstate-go/cloudstate/internal/entity"
+	"github.com/cloudstate-go/cloudstate/internal/entity/action"
 	"github.com/cloudstate-go/cloudstate/internal/entity/eventsourced"
+	"github.com/cloudstate-go/cloudstate/internal/entity/value"
 	"github.com/cloudstate-go/cloudstate/internal/ingress"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
@@ -46,7 +50,7 @@ func New(cfg config.Config, log *slog.Logger, version string, started time.Time)
 // finish calls in flight, passivate entities. It returns an error only when
 // the proxy could not start (a port that cannot be bound, a bad store).
 func (p *Proxy) Run(ctx context.Context) error {
-	journal := memory.New()
+	mem := memory.New()
 
 	lis, err := net.Listen("tcp", p.cfg.HTTPAddr())
 	if err != nil {
@@ -71,7 +75,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	ing := ingress.New(ingress.Options{MaxRecvMsgSize: p.cfg.MaxInboundMessageSize, Log: p.log})
 	disc := discovery.NewClient(conn, discovery.BuildOptions{
-		SupportedTypes:     []string{discovery.EventSourced},
+		SupportedTypes:     []string{discovery.EventSourced, discovery.ValueEntity, discovery.Action},
 		CompatibilityCheck: p.cfg.ProtocolCompatibilityCheck,
 		Logger:             p.log,
 	},
@@ -81,8 +85,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	)
 	reporter := reporter{disc}
 	es := eventsourced.New(eventsourced.Config{
-		Journal:            journal,
-		Snapshots:          journal,
+		Journal:            mem,
+		Snapshots:          mem,
 		Client:             protocol.NewEventSourcedClient(conn),
 		PassivationTimeout: p.cfg.PassivationTimeout,
 		RelayTimeout:       p.cfg.RelayTimeout,
@@ -90,6 +94,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Reporter:           reporter,
 		Log:                p.log,
 	})
+	values := value.New(value.Config{
+		Store:              mem,
+		Client:             protocol.NewValueEntityClient(conn),
+		PassivationTimeout: p.cfg.PassivationTimeout,
+		RelayTimeout:       p.cfg.RelayTimeout,
+		MailboxSize:        p.cfg.EntityMailboxSize,
+		Reporter:           reporter,
+		Log:                p.log,
+	})
+	handlers := map[string]route.Handler{
+		discovery.EventSourced: es,
+		discovery.ValueEntity:  values,
+		discovery.Action:       action.New(protocol.NewActionProtocolClient(conn)),
+	}
 
 	p.log.Info("cloudstate proxy listening", "addr", lis.Addr().String(), "user_function", p.cfg.UserFunctionAddr(), "version", p.version)
 
@@ -109,7 +127,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			ing.SetNotReady("discovery failed: " + err.Error())
 			return nil
 		}
-		router = route.New(model, map[string]route.Handler{discovery.EventSourced: es}, reporter, p.log)
+		router = route.New(model, handlers, reporter, p.log)
 		close(routerReady)
 		ing.SetRouter(router)
 		p.watchUserFunction(gctx, conn, disc, ing)
@@ -117,7 +135,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		p.shutdown(ing, es, router, routerReady)
+		p.shutdown(ing, router, routerReady, es.Registry, values.Registry)
 		return nil
 	})
 	err = g.Wait()
@@ -130,7 +148,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 // shutdown stops in order: ingress (finishing calls in flight), then
 // asynchronous side effects, then entities (passivated).
-func (p *Proxy) shutdown(ing *ingress.Server, es *eventsourced.Manager, router *route.Router, routerReady chan struct{}) {
+func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, routerReady chan struct{}, registries ...*entity.Registry) {
 	p.log.Info("shutting down", "timeout", p.cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
@@ -140,7 +158,15 @@ func (p *Proxy) shutdown(ing *ingress.Server, es *eventsourced.Manager, router *
 		router.Close(ctx)
 	default:
 	}
-	es.Shutdown(ctx)
+	var wg sync.WaitGroup
+	for _, r := range registries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
 }
 
 // watchUserFunction keeps readiness in step with the connection to the

@@ -272,17 +272,8 @@ func (a *activation) fail(cmd *entity.Command, in inbound) {
 	a.stop(descTerminated)
 }
 
-// stop cancels the stream and fails every queued command with desc. The
-// entity detaches first, so commands arriving meanwhile go to a new
-// activation instead of failing with this one.
-func (a *activation) stop(desc string) {
-	queued := a.e.mb.Detach()
-	a.s.Abort()
-	err := status.Error(codes.Unknown, desc)
-	for _, cmd := range queued {
-		cmd.Finish(route.Outcome{}, err)
-	}
-}
+// stop ends the activation after a failure; queued commands fail with desc.
+func (a *activation) stop(desc string) { a.s.Terminate(a.e.mb, status.Error(codes.Unknown, desc)) }
 
 func (a *activation) report(msg string) { a.e.m.report(a.s.Context(), msg) }
 
