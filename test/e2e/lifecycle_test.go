@@ -1,0 +1,352 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
+)
+
+// wantHTTP fails unless GET path on the proxy answers code.
+func wantHTTP(t *testing.T, p *proxy, path string, code int) {
+	t.Helper()
+	got, err := p.httpStatus(path)
+	if err != nil || got != code {
+		t.Fatalf("GET %s = %d, %v; want %d", path, got, err, code)
+	}
+}
+
+// TestReadinessBeforeDiscovery starts the proxy before its function: it is
+// live but not ready and refuses user calls with UNAVAILABLE; once the
+// function is up, it becomes ready and serves.
+func TestReadinessBeforeDiscovery(t *testing.T) {
+	t.Parallel()
+	fnPort := freePort(t)
+	p := startProxy(t, fnPort)
+	eventually(t, 10*time.Second, func() error {
+		if p.exited() {
+			t.Fatalf("proxy exited: %v", p.err)
+		}
+		_, err := p.httpStatus("/live")
+		return err
+	})
+	cart := newCartClient(t, p.dial(t))
+	// Several discovery retries (50-200 ms apart) happen meanwhile; the
+	// proxy must stay not ready through all of them.
+	for range 5 {
+		wantHTTP(t, p, "/ready", http.StatusServiceUnavailable)
+		wantHTTP(t, p, "/live", http.StatusOK)
+		wantHTTP(t, p, "/alive", http.StatusOK)
+		_, err := cart.c.AddItem(callCtx(t), &pb.AddLineItem{UserId: "u", ProductId: "p", Quantity: 1})
+		wantStatus(t, err, codes.Unavailable, "")
+	}
+
+	startFunction(t, bins.shoppingcart, fnPort)
+	p.waitReady(t)
+	wantHTTP(t, p, "/live", http.StatusOK)
+	wantHTTP(t, p, "/alive", http.StatusOK)
+	cart.add("u", "p", 1)
+	wantCart(t, cart.get("u"), item("p", 1))
+}
+
+// TestFunctionRestart kills the function with SIGKILL mid-run and starts it
+// again on the same port. The same proxy process must notice (not ready,
+// calls fail with UNAVAILABLE), recover by itself, and serve the carts with
+// their state from its store.
+func TestFunctionRestart(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, bins.shoppingcart)
+	cart := newCartClient(t, s.conn)
+	pid := s.proxy.pid()
+
+	const carts = 5
+	for i := range carts {
+		for j := range i + 1 {
+			cart.add(fmt.Sprintf("r%d", i), fmt.Sprintf("p%d", j), int32(i+1))
+		}
+	}
+
+	s.fn.kill()
+	eventually(t, 10*time.Second, func() error {
+		code, err := s.proxy.httpStatus("/ready")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable {
+			return fmt.Errorf("/ready = %d after the function died, want 503", code)
+		}
+		return nil
+	})
+	wantHTTP(t, s.proxy, "/live", http.StatusOK)
+	// While the function is down, calls fail at once with a clear status.
+	for _, user := range []string{"r0", "r4", "fresh"} {
+		start := time.Now()
+		_, err := cart.c.GetCart(callCtx(t), &pb.GetShoppingCart{UserId: user})
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("GetCart(%s) while the function is down: %v, want UNAVAILABLE", user, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("GetCart(%s) took %v to fail while the function is down", user, d)
+		}
+	}
+
+	s.fn = startFunction(t, bins.shoppingcart, s.fnPort)
+	s.proxy.waitReady(t)
+	if s.proxy.exited() || s.proxy.pid() != pid {
+		t.Fatalf("the proxy restarted (pid %d, exited %v); it must recover on its own", s.proxy.pid(), s.proxy.exited())
+	}
+	for i := range carts {
+		var want []*pb.LineItem
+		for j := range i + 1 {
+			want = append(want, item(fmt.Sprintf("p%d", j), int32(i+1)))
+		}
+		wantCart(t, cart.get(fmt.Sprintf("r%d", i)), want...)
+	}
+	cart.add("r0", "p0", 1)
+	wantCart(t, cart.get("r0"), item("p0", 2))
+}
+
+// TestReflection lists services with the v1alpha reflection client and
+// fetches the cart's descriptor.
+func TestReflection(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, bins.shoppingcart)
+	stream, err := rpb.NewServerReflectionClient(s.conn).ServerReflectionInfo(callCtx(t))
+	if err != nil {
+		t.Fatalf("open reflection stream: %v", err)
+	}
+	ask := func(req *rpb.ServerReflectionRequest) *rpb.ServerReflectionResponse {
+		t.Helper()
+		if err := stream.Send(req); err != nil {
+			t.Fatalf("send reflection request: %v", err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("receive reflection response: %v", err)
+		}
+		return resp
+	}
+
+	resp := ask(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{ListServices: "*"}})
+	var names []string
+	for _, svc := range resp.GetListServicesResponse().GetService() {
+		names = append(names, svc.GetName())
+	}
+	want := []string{"grpc.reflection.v1alpha.ServerReflection", "com.example.shoppingcart.ShoppingCart"}
+	if !slices.Equal(names, want) {
+		t.Errorf("list_services = %q, want %q", names, want)
+	}
+
+	resp = ask(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{
+		FileContainingSymbol: "com.example.shoppingcart.ShoppingCart"}})
+	found := false
+	for _, b := range resp.GetFileDescriptorResponse().GetFileDescriptorProto() {
+		var fd descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(b, &fd); err != nil {
+			t.Fatalf("file descriptor: %v", err)
+		}
+		for _, svc := range fd.GetService() {
+			if fd.GetPackage()+"."+svc.GetName() == "com.example.shoppingcart.ShoppingCart" && len(svc.GetMethod()) == 3 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("file_containing_symbol did not return the ShoppingCart service with its 3 methods: %v", resp)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShutdownWithCallsInFlight sends SIGTERM while clients keep calling:
+// the proxy exits 0 within its shutdown timeout, and every call ends with a
+// reply or UNAVAILABLE; none hangs.
+func TestShutdownWithCallsInFlight(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, bins.shoppingcart)
+	client := pb.NewShoppingCartClient(s.conn)
+
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for w := range 20 {
+		wg.Go(func() {
+			user := fmt.Sprintf("s%d", w%5)
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), proxyShutdownTimeout+5*time.Second)
+				_, err := client.AddItem(ctx, &pb.AddLineItem{UserId: user, ProductId: "p", Name: "P", Quantity: 1})
+				cancel()
+				if err == nil {
+					ok.Add(1)
+					continue
+				}
+				if status.Code(err) != codes.Unavailable {
+					errs <- fmt.Errorf("worker %d: %w", w, err)
+				}
+				return
+			}
+		})
+	}
+	eventually(t, 10*time.Second, func() error {
+		if ok.Load() < 100 {
+			return fmt.Errorf("only %d calls done", ok.Load())
+		}
+		return nil
+	})
+
+	start := time.Now()
+	if !s.proxy.stop(proxyShutdownTimeout + 5*time.Second) {
+		t.Fatalf("proxy did not exit within %v of SIGTERM", proxyShutdownTimeout+5*time.Second)
+	}
+	took := time.Since(start)
+	if code := s.proxy.exitCode(); code != 0 {
+		t.Errorf("proxy exited with status %d, want 0", code)
+	}
+	if took > proxyShutdownTimeout+time.Second {
+		t.Errorf("proxy took %v to stop, more than its shutdown timeout %v", took, proxyShutdownTimeout)
+	}
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(proxyShutdownTimeout + 10*time.Second):
+		t.Fatal("callers still waiting after the proxy exited")
+	}
+	close(errs)
+	for err := range errs {
+		t.Errorf("call during shutdown: %v (want a reply or UNAVAILABLE)", err)
+	}
+	t.Logf("%d calls succeeded; proxy stopped %v after SIGTERM", ok.Load(), took.Round(time.Millisecond))
+}
+
+// runCall runs `cloudstate call --addr <proxy> args...` and returns its
+// stdout, stderr and exit status.
+func runCall(t *testing.T, addr string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.cloudstate, append([]string{"call", "--addr", addr}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("run cloudstate call: %v", err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestCallCommand runs `cloudstate call` as the README shows it.
+func TestCallCommand(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, bins.shoppingcart)
+
+	stdout, stderr, code := runCall(t, s.proxy.addr, "ShoppingCart/AddItem",
+		`{"user_id":"alice","product_id":"apple","name":"Apple","quantity":2}`)
+	if code != 0 {
+		t.Fatalf("call AddItem exited %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if strings.TrimSpace(stdout) != "{}" {
+		t.Errorf("call AddItem printed %q, want {}", stdout)
+	}
+
+	stdout, stderr, code = runCall(t, s.proxy.addr, "ShoppingCart/GetCart", `{"user_id":"alice"}`)
+	if code != 0 {
+		t.Fatalf("call GetCart exited %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	var got struct {
+		Items []struct {
+			ProductID string `json:"productId"`
+			Name      string `json:"name"`
+			Quantity  int    `json:"quantity"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("call GetCart printed %q: %v", stdout, err)
+	}
+	if len(got.Items) != 1 || got.Items[0].ProductID != "apple" || got.Items[0].Name != "Apple" || got.Items[0].Quantity != 2 {
+		t.Errorf("call GetCart printed %s, want one item apple/Apple/2", stdout)
+	}
+
+	// A function failure: exit status 1 and the message on stderr.
+	stdout, stderr, code = runCall(t, s.proxy.addr, "ShoppingCart/RemoveItem", `{"user_id":"alice","product_id":"kiwi"}`)
+	if code != 1 || !strings.Contains(stderr, "Cannot remove item kiwi because it is not in the cart") {
+		t.Errorf("call RemoveItem of a missing item: exit %d, stdout %q, stderr %q; want 1 and the function's message", code, stdout, stderr)
+	}
+}
+
+var devChildPID = regexp.MustCompile(`msg="user function started" pid=(\d+)`)
+
+// TestDevCommand runs the README's demo, `cloudstate dev ./samples/shoppingcart`,
+// from the repository root: it becomes ready and serves; SIGTERM stops it
+// and the function it started.
+func TestDevCommand(t *testing.T) {
+	t.Parallel()
+	requireBinaries(t)
+	httpPort, fnPort := freePort(t), freePort(t)
+	dev := startProcess(t, "cloudstate dev", repoRoot, nil, bins.cloudstate, "dev",
+		"--http-host", "127.0.0.1",
+		"--http-port", strconv.Itoa(httpPort),
+		"--user-function-port", strconv.Itoa(fnPort),
+		"--discovery-backoff-min", "50ms",
+		"--discovery-backoff-max", "200ms",
+		"--graceful-termination-timeout", proxyShutdownTimeout.String(),
+		"./samples/shoppingcart")
+	p := &proxy{process: dev, httpPort: httpPort, addr: "127.0.0.1:" + strconv.Itoa(httpPort)}
+	// dev builds the sample first, which can take a while on a cold cache.
+	eventually(t, 60*time.Second, func() error {
+		if dev.exited() {
+			t.Fatalf("cloudstate dev exited: %v", dev.err)
+		}
+		code, err := p.httpStatus("/ready")
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("/ready = %d", code)
+		}
+		return nil
+	})
+	cart := newCartClient(t, p.dial(t))
+	cart.add("alice", "apple", 2)
+	wantCart(t, cart.get("alice"), &pb.LineItem{ProductId: "apple", Name: "APPLE", Quantity: 2})
+
+	m := devChildPID.FindStringSubmatch(dev.logs.String())
+	if m == nil {
+		t.Fatal("cloudstate dev did not log the pid of the function it started")
+	}
+	child, _ := strconv.Atoi(m[1])
+	if !dev.stop(proxyShutdownTimeout + 10*time.Second) {
+		t.Fatal("cloudstate dev did not exit on SIGTERM")
+	}
+	if code := dev.exitCode(); code != 0 {
+		t.Errorf("cloudstate dev exited with status %d after SIGTERM, want 0", code)
+	}
+	// The function it started must be gone too.
+	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
+		_ = syscall.Kill(child, syscall.SIGKILL)
+		t.Errorf("the function started by cloudstate dev (pid %d) is still running after dev exited", child)
+	}
+}
