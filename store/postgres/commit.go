@@ -229,6 +229,9 @@ func (s *Store) send(batch []*op) ([]int64, error) {
 		tag, err := br.Exec()
 		if err != nil {
 			_ = br.Close() // the first error is the one to report
+			if i == 0 && terminatedBeforeWork(err) {
+				return nil, &notSentError{err}
+			}
 			return nil, sendError(err)
 		}
 		rows[i] = tag.RowsAffected()
@@ -237,6 +240,21 @@ func (s *Store) send(batch []*op) ([]int64, error) {
 		return nil, sendError(err)
 	}
 	return rows, nil
+}
+
+// terminatedBeforeWork reports whether err, read in place of the first
+// statement's result, is the server's notice that it terminated the session
+// (admin_shutdown: pg_terminate_backend, or a fast shutdown). The server
+// sends results in order and commits only at the Sync after the last
+// statement, so a session that ended before completing the first statement
+// committed nothing. This is the usual way a pooled connection dies when the
+// database restarts or fails over, and it makes the write safe to retry
+// instead of leaving its outcome unknown. Were the reasoning ever wrong, the
+// retried write would be fenced off as a conflict; it could not be applied
+// twice.
+func terminatedBeforeWork(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57P01"
 }
 
 // sendError marks errors that happened before anything was sent.

@@ -278,6 +278,11 @@ func (s *Store) retry(ctx context.Context, write bool, attempt func() error) err
 	deadline := time.Now().Add(s.cfg.retryTimeout)
 	backoff := 10 * time.Millisecond
 	for {
+		select {
+		case <-s.closing:
+			return ErrClosed
+		default:
+		}
 		err := attempt()
 		if err == nil {
 			return nil
