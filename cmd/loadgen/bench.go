@@ -234,7 +234,7 @@ func (b *bench) runStack(ctx context.Context, st stack, sel []scenario, facts bo
 			return err
 		}
 		defer echo.stop(stopGrace)
-		return b.measure(ctx, addr, sel, rep)
+		return b.measure(ctx, addr, sel, []watched{{"echo server", echo.pid()}}, rep)
 	}
 	fn, fnPort, err := b.startFunction(ctx, st)
 	if err != nil {
@@ -246,7 +246,7 @@ func (b *bench) runStack(ctx context.Context, st stack, sel []scenario, facts bo
 		if err != nil {
 			return err
 		}
-		err = b.measure(ctx, addr, sel, rep)
+		err = b.measure(ctx, addr, sel, []watched{{"proxy", proxy.pid()}, {"function", fn.pid()}}, rep)
 		// Stop it now so the facts below run on a quiet machine.
 		proxy.stop(stopGrace)
 		if err != nil {
@@ -267,25 +267,34 @@ func (b *bench) runStack(ctx context.Context, st stack, sel []scenario, facts bo
 	return nil
 }
 
-// measure runs each scenario at each client count against addr.
-func (b *bench) measure(ctx context.Context, addr string, sel []scenario, rep *report) error {
+// measure runs each scenario at each client count against addr, and
+// reads the CPU time the servers and this client used in each window.
+func (b *bench) measure(ctx context.Context, addr string, sel []scenario, servers []watched, rep *report) error {
+	procs := append(slices.Clone(servers), watched{"client", os.Getpid()})
 	for _, s := range sel {
 		carts := s.carts
 		if b.cfg.Carts > 0 {
 			carts = b.cfg.Carts
 		}
 		for _, n := range b.cfg.Clients {
+			meter := &cpuMeter{procs: procs}
 			r, err := Run(ctx, RunConfig{
 				Target: addr, Method: s.method, Clients: n, Conns: 1,
 				Duration: b.cfg.Duration, Warmup: b.cfg.Warmup,
 				Carts: carts, Payload: s.payload,
+				OnWindow: meter.mark,
 			})
 			if err != nil {
 				return fmt.Errorf("scenario %s with %d clients: %w", s.name, n, err)
 			}
-			b.logf("%-6s %3d clients: %8.0f ops/s  p50 %s  p99 %s  errors %s",
-				s.name, n, r.OpsPerSec(), fmtDur(r.P50), fmtDur(r.P99), errorsText(r.Errors))
-			rep.loads = append(rep.loads, loadRow{sc: s, r: r})
+			cpu, err := meter.result(r.Ops + r.ErrorCount())
+			if err != nil {
+				return fmt.Errorf("scenario %s with %d clients: %w", s.name, n, err)
+			}
+			row := loadRow{sc: s, r: r, cpu: cpu, others: meter.others()}
+			b.logf("%-6s %3d clients: %8.0f ops/s  p50 %s  p99 %s  errors %s  CPU/call %s  cores busy %s",
+				s.name, n, r.OpsPerSec(), fmtDur(r.P50), fmtDur(r.P99), errorsText(r.Errors), row.cpuText(), row.coresBusy())
+			rep.loads = append(rep.loads, row)
 		}
 	}
 	return nil

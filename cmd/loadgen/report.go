@@ -18,8 +18,38 @@ type report struct {
 
 // loadRow is one scenario at one client count.
 type loadRow struct {
-	sc scenario
-	r  Result
+	sc  scenario
+	r   Result
+	cpu []procCPU // servers' and client's CPU over the window; nil if unread
+	// others is the CPU the rest of the machine used over the window.
+	others time.Duration
+}
+
+// cpuText is "proxy 85µs + function 60µs + client 30µs".
+func (l loadRow) cpuText() string {
+	if len(l.cpu) == 0 {
+		return "—"
+	}
+	parts := make([]string, len(l.cpu))
+	for i, c := range l.cpu {
+		parts[i] = c.name + " " + fmtDur(c.perCall)
+	}
+	return strings.Join(parts, " + ")
+}
+
+// coresBusy is "1.95 / 0.03": the CPU the watched processes, then the
+// rest of the machine, used over the window, in cores (2.00 is two cores
+// fully busy).
+func (l loadRow) coresBusy() string {
+	if len(l.cpu) == 0 || l.r.Elapsed <= 0 {
+		return "—"
+	}
+	var used time.Duration
+	for _, c := range l.cpu {
+		used += c.used
+	}
+	w := l.r.Elapsed.Seconds()
+	return fmt.Sprintf("%.2f / %.2f", used.Seconds()/w, l.others.Seconds()/w)
 }
 
 // startRun is one proxy start: the time from starting the process to the
@@ -92,6 +122,13 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
 			l.sc.title, l.r.Clients, l.r.OpsPerSec(), fmtDur(l.r.P50), fmtDur(l.r.P90), fmtDur(l.r.P99),
 			fmtDur(l.r.Max), errorsText(l.r.Errors), p50Ratio, opsRatio)
+	}
+
+	b.WriteString("\n## CPU per call\n\n")
+	b.WriteString("CPU time (user + system, from `/proc/<pid>/stat`, 10 ms ticks) each process used over the measured window, divided by the calls made. *Cores busy*: the CPU these processes used over the window, then what the rest of the machine used (from `/proc/stat`), in cores; a large second number means something else was running and the row is noisy.\n\n")
+	b.WriteString("| scenario | clients | CPU per call | cores busy: ours / others |\n| --- | ---: | --- | ---: |\n")
+	for _, l := range r.loads {
+		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", l.sc.title, l.r.Clients, l.cpuText(), l.coresBusy())
 	}
 
 	b.WriteString("\n## Targets\n\n")

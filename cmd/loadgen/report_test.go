@@ -14,10 +14,13 @@ func TestReportTargets(t *testing.T) {
 	}
 	r := &report{
 		loads: []loadRow{
-			{floor, res(1, 10000, 100*time.Microsecond)},
-			{floor, res(32, 40000, 800*time.Microsecond)},
-			{cart, res(1, 5000, 200*time.Microsecond)},
-			{cart, res(32, 12000, 2*time.Millisecond)},
+			{sc: floor, r: res(1, 10000, 100*time.Microsecond)},
+			{sc: floor, r: res(32, 40000, 800*time.Microsecond)},
+			{sc: cart, r: res(1, 5000, 200*time.Microsecond)},
+			{sc: cart, r: res(32, 12000, 2*time.Millisecond), cpu: []procCPU{
+				{name: "proxy", used: 500 * time.Millisecond, perCall: 41 * time.Microsecond},
+				{name: "client", used: 250 * time.Millisecond, perCall: 20 * time.Microsecond},
+			}},
 		},
 		starts: []startRun{{30 * time.Millisecond, 25 * time.Millisecond}, {150 * time.Millisecond, 140 * time.Millisecond}, {40 * time.Millisecond, 35 * time.Millisecond}},
 		memory: memoryFacts{carts: 10000, idleKB: 10000, loadedKB: 200000, peakKB: 210000, functionKB: 50000},
@@ -38,7 +41,8 @@ func TestReportTargets(t *testing.T) {
 		}
 	}
 	md := r.markdown()
-	for _, s := range []string{"| AddItem | 32 | 12000 |", "2.50× |", "30.0 %", "| median | 40.0ms | 35.0ms |", "| min | 30.0ms | 25.0ms |", "19.5 kB"} {
+	for _, s := range []string{"| AddItem | 32 | 12000 |", "2.50× |", "30.0 %", "| median | 40.0ms | 35.0ms |", "| min | 30.0ms | 25.0ms |", "19.5 kB",
+		"| AddItem | 32 | proxy 41.0µs + client 20.0µs | 0.75 / 0.00 |", "| AddItem | 1 | — | — |"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md)
 		}

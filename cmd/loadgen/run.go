@@ -43,6 +43,11 @@ type RunConfig struct {
 	// CallGrace is how long a call still in flight at the end may take
 	// before it is cancelled and counted as an error.
 	CallGrace time.Duration
+	// OnWindow, if set, is called with true when the measured window
+	// starts (warmup is over) and with false once every client has
+	// stopped; the bench reads processes' CPU time there. The false call
+	// happens only if the true one did.
+	OnWindow func(begin bool)
 }
 
 func (c RunConfig) validate() error {
@@ -161,7 +166,27 @@ func Run(ctx context.Context, cfg RunConfig) (Result, error) {
 			runClient(callCtx, conns[i%len(conns)], cfg, reqs, i, measureFrom, end, &stats[i])
 		})
 	}
+	windowBegun := false
+	var hook sync.WaitGroup
+	if cfg.OnWindow != nil {
+		hook.Go(func() {
+			t := time.NewTimer(time.Until(measureFrom))
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cfg.OnWindow(true)
+				windowBegun = true
+			case <-callCtx.Done():
+			}
+		})
+	}
 	wg.Wait()
+	// The clients stop at end, after the timer has fired, unless the run
+	// was interrupted, which also ends callCtx: the hook always returns.
+	hook.Wait()
+	if windowBegun {
+		cfg.OnWindow(false)
+	}
 
 	r := Result{
 		Target: cfg.Target, Method: cfg.Method, Payload: cfg.Payload,
