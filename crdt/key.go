@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
@@ -33,6 +34,16 @@ func (k Key) Compare(o Key) int {
 		return c
 	}
 	return strings.Compare(k.Value, o.Value)
+}
+
+// String renders the Key for logs and errors: the type URL and the quoted
+// value bytes, cut after 32 bytes.
+func (k Key) String() string {
+	v := k.Value
+	if len(v) > 32 {
+		return fmt.Sprintf("%s:%q...", k.TypeURL, v[:32])
+	}
+	return fmt.Sprintf("%s:%q", k.TypeURL, v)
 }
 
 func compareKeys(a, b Key) int { return a.Compare(b) }

@@ -72,17 +72,6 @@ var _ CRDT = (*ORMap)(nil)
 // Kind returns KindORMap.
 func (*ORMap) Kind() Kind { return KindORMap }
 
-// Len returns the number of keys.
-func (m *ORMap) Len() int { return len(m.entries) }
-
-// Get returns the value under k, or nil. The caller must not modify it.
-func (m *ORMap) Get(k Key) CRDT {
-	if e := m.entries[k]; e != nil {
-		return e.value
-	}
-	return nil
-}
-
 // Apply applies the delta at r.Node, in order: cleared removes every key this
 // replica holds; removed keys go; updated entries apply their delta to the
 // key's value if the key is present with a value of the delta's type (else
@@ -193,13 +182,7 @@ func checkEntry(e *protocol.ORMapEntryDelta) error {
 }
 
 // keyLabel renders a key for error messages.
-func keyLabel(k Key) string {
-	v := k.Value
-	if len(v) > 32 {
-		v = v[:32] + "..."
-	}
-	return fmt.Sprintf("key %s %q", k.TypeURL, v)
-}
+func keyLabel(k Key) string { return "key " + k.String() }
 
 // Merge keeps every key with a dot that survives keepDots; its value is the
 // join of the surviving dots' values.

@@ -25,9 +25,6 @@ var _ CRDT = (*LWWRegister)(nil)
 // Kind returns KindLWWRegister.
 func (*LWWRegister) Kind() Kind { return KindLWWRegister }
 
-// Value returns the current value and whether the register was ever written.
-func (g *LWWRegister) Value() (Key, bool) { return g.value, g.set }
-
 // Apply writes the delta's value at r.Node with a timestamp chosen by the
 // delta's clock, from the current timestamp cur (0 before the first write)
 // and now = r.Now():
@@ -149,9 +146,6 @@ var _ CRDT = (*Flag)(nil)
 
 // Kind returns KindFlag.
 func (*Flag) Kind() Kind { return KindFlag }
-
-// Enabled reports whether the flag is on.
-func (f *Flag) Enabled() bool { return f.enabled }
 
 // Apply switches the flag on for value = true. Value = false is accepted on
 // a flag that is off (no change) and rejected on one that is on.

@@ -84,9 +84,6 @@ var _ CRDT = (*ORSet)(nil)
 // Kind returns KindORSet.
 func (*ORSet) Kind() Kind { return KindORSet }
 
-// Len returns the number of elements.
-func (s *ORSet) Len() int { return len(s.elems) }
-
 // Apply applies the delta at r.Node: cleared removes every element this
 // replica holds, then removed elements go, then added elements are added
 // with one new dot.
