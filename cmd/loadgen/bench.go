@@ -35,6 +35,9 @@ type benchConfig struct {
 	Facts     bool
 	StartRuns int
 	RSSCarts  int
+	// QuietWait, when positive, is how long to wait before each
+	// measurement for the machine to go quiet (see waitQuiet).
+	QuietWait time.Duration
 }
 
 // bench runs the side-by-side measurement, owning every process it starts.
@@ -66,6 +69,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Out, "out", "bench/results.md", "markdown file to write the results to (empty: stdout only)")
 	fs.IntVar(&cfg.StartRuns, "start-runs", 5, "proxy starts for the start-to-ready measurement")
 	fs.IntVar(&cfg.RSSCarts, "rss-carts", 10000, "distinct carts made active before reading the proxy's memory")
+	fs.DurationVar(&cfg.QuietWait, "quiet-wait", 0, "before each measurement, wait up to this long for the machine's other processes to use under 0.2 cores (0: don't wait)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -277,6 +281,9 @@ func (b *bench) measure(ctx context.Context, addr string, sel []scenario, server
 			carts = b.cfg.Carts
 		}
 		for _, n := range b.cfg.Clients {
+			if err := b.waitQuiet(ctx); err != nil {
+				return err
+			}
 			meter := &cpuMeter{procs: procs}
 			r, err := Run(ctx, RunConfig{
 				Target: addr, Method: s.method, Clients: n, Conns: 1,
@@ -298,6 +305,50 @@ func (b *bench) measure(ctx context.Context, addr string, sel []scenario, server
 		}
 	}
 	return nil
+}
+
+// quietCores is the CPU, in cores, the rest of the machine may use for it
+// to count as quiet.
+const quietCores = 0.2
+
+// waitQuiet waits, up to QuietWait, until the machine has used less than
+// quietCores over a whole second. Nothing of the bench's is under load
+// while it waits, so what it sees is other work sharing the machine. If
+// the machine stays busy it says so and goes on: the row's "others" column
+// will show the noise.
+func (b *bench) waitQuiet(ctx context.Context) error {
+	if b.cfg.QuietWait <= 0 {
+		return nil
+	}
+	deadline := time.Now().Add(b.cfg.QuietWait)
+	prev, err := systemBusy()
+	if err != nil {
+		return err
+	}
+	prevAt := time.Now()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		now, err := systemBusy()
+		if err != nil {
+			return err
+		}
+		at := time.Now()
+		cores := (now - prev).Seconds() / at.Sub(prevAt).Seconds()
+		if cores < quietCores {
+			return nil
+		}
+		if at.After(deadline) {
+			b.logf("the machine is still busy (%.2f cores) after %v; measuring anyway", cores, b.cfg.QuietWait)
+			return nil
+		}
+		prev, prevAt = now, at
+	}
 }
 
 // startEcho runs this executable as the echo server on a free port.
@@ -365,6 +416,9 @@ func (b *bench) startProxy(ctx context.Context, st stack, fnPort int, extra ...s
 // and records the time to ready, as polled and as the proxy logs it.
 func (b *bench) startFacts(ctx context.Context, st stack, fnPort int, rep *report) error {
 	for i := range b.cfg.StartRuns {
+		if err := b.waitQuiet(ctx); err != nil {
+			return err
+		}
 		p, _, polled, err := b.startProxy(ctx, st, fnPort)
 		if err != nil {
 			return fmt.Errorf("start-to-ready run %d: %w", i+1, err)
