@@ -51,7 +51,7 @@ func orsetD(cleared bool, removed, added []string) *protocol.CrdtDelta {
 	return orsetDelta(&protocol.ORSetDelta{Cleared: cleared, Removed: strs(removed...), Added: strs(added...)})
 }
 
-func addD(added ...string) *protocol.CrdtDelta    { return orsetD(false, nil, added) }
+func addD(added ...string) *protocol.CrdtDelta      { return orsetD(false, nil, added) }
 func removeD(removed ...string) *protocol.CrdtDelta { return orsetD(false, removed, nil) }
 
 func lwwD(value string, clock protocol.CrdtClock, custom int64) *protocol.CrdtDelta {
