@@ -39,6 +39,7 @@ const (
 type op struct {
 	kind  opKind
 	key   []byte
+	size  int // payload bytes, for the batch byte budget
 	sql   string
 	args  []any
 	state atomic.Int32
@@ -53,6 +54,7 @@ type opResult struct {
 // stats are the committer's counters, read by Store.Stats.
 type stats struct {
 	commits, writes, maxBatch, fallbacks, failed atomic.Int64
+	taken                                        atomic.Int64 // ops claimed by a committer, for tests
 }
 
 func (st *stats) committed(n int) {
@@ -69,11 +71,11 @@ func (st *stats) committed(n int) {
 // write runs one statement through the group committer and returns its row
 // count. Attempts that did not reach the database are repeated with backoff
 // (see retry); any other failure is returned.
-func (s *Store) write(ctx context.Context, kind opKind, key []byte, sql string, args ...any) (int64, error) {
+func (s *Store) write(ctx context.Context, kind opKind, key []byte, size int, sql string, args ...any) (int64, error) {
 	var rows int64
 	err := s.retry(ctx, true, func() error {
 		var err error
-		rows, err = s.submit(ctx, &op{kind: kind, key: key, sql: sql, args: args, done: make(chan opResult, 1)})
+		rows, err = s.submit(ctx, &op{kind: kind, key: key, size: size, sql: sql, args: args, done: make(chan opResult, 1)})
 		return err
 	})
 	return rows, err
@@ -100,7 +102,12 @@ func (s *Store) submit(ctx context.Context, o *op) (int64, error) {
 		if o.state.CompareAndSwap(opQueued, opAbandoned) {
 			return 0, ctx.Err()
 		}
-		return 0, fmt.Errorf("%w (the write was already sent and may still commit)", ctx.Err())
+		// The committer has taken o and is sending it: wait for the
+		// outcome (at most one query timeout) rather than leave it
+		// unknown, and so that nothing reads the caller's payload after
+		// the call returned.
+		r := <-o.done
+		return r.rows, r.err
 	case <-s.stopped:
 		// A committer that took o answered before exiting.
 		select {
@@ -112,9 +119,14 @@ func (s *Store) submit(ctx context.Context, o *op) (int64, error) {
 	}
 }
 
+// maxBatchBytes stops gathering a batch once its payloads reach this size,
+// so a burst of large values does not become one huge transaction. The
+// first write of a batch is always taken, whatever its size.
+const maxBatchBytes = 4 << 20
+
 // commitLoop is one committer: it takes the first queued write, gathers
-// whatever else is queued at that moment (without waiting for more), and
-// commits them together. While it waits for the database, new writes queue
+// whatever else is queued at that moment (without waiting for more, up to
+// WithMaxBatch writes and maxBatchBytes), and commits them together. While it waits for the database, new writes queue
 // up and form the next batch, so batches grow with the load and a lone
 // write pays no added latency.
 func (s *Store) commitLoop() {
@@ -126,15 +138,20 @@ func (s *Store) commitLoop() {
 			return
 		case o := <-s.queue:
 			batch = batch[:0]
+			size := 0
 			if o.state.CompareAndSwap(opQueued, opTaken) {
 				batch = append(batch, o)
+				size += o.size
+				s.stats.taken.Add(1)
 			}
 		gather:
-			for len(batch) < s.cfg.maxBatch {
+			for len(batch) < s.cfg.maxBatch && size < maxBatchBytes {
 				select {
 				case o := <-s.queue:
 					if o.state.CompareAndSwap(opQueued, opTaken) {
 						batch = append(batch, o)
+						size += o.size
+						s.stats.taken.Add(1)
 					}
 				default:
 					break gather
@@ -211,7 +228,7 @@ func (s *Store) commit(batch []*op) {
 // single Sync, so the statements form one implicit transaction that commits
 // at the Sync, and Close only returns nil once that commit is durable.
 func (s *Store) send(batch []*op) ([]int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.writeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.queryTimeout)
 	defer cancel()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {

@@ -1,12 +1,14 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/cloudstate-go/cloudstate/internal/testenv"
@@ -249,5 +251,62 @@ func TestClose(t *testing.T) {
 	}
 	if err := s.Append(ctx, "close|after", []store.Event{ev(1, "x")}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestContextCancelWhileQueued holds the store's only connection so that the
+// committer is stuck with one write while a second waits in the queue. The
+// queued write's caller cancels and gets its write back: it is never sent.
+// The taken write's caller cancels too, but waits and learns that its write
+// committed.
+func TestContextCancelWhileQueued(t *testing.T) {
+	s := openTest(t, WithPoolConfig(func(c *pgxpool.Config) { c.MaxConns = 1 }))
+	held, err := s.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	takenCtx, cancelTaken := context.WithCancel(t.Context())
+	takenDone := make(chan error, 1)
+	go func() { takenDone <- s.Append(takenCtx, "cancel|taken", []store.Event{ev(1, "x")}) }()
+	eventually(t, 10*time.Second, "the committer to take the first write", func() bool { return s.stats.taken.Load() == 1 })
+
+	queuedCtx, cancelQueued := context.WithCancel(t.Context())
+	queuedDone := make(chan error, 1)
+	go func() { queuedDone <- s.Append(queuedCtx, "cancel|queued", []store.Event{ev(1, "y")}) }()
+	eventually(t, 10*time.Second, "the second write to be queued", func() bool { return len(s.queue) == 1 })
+
+	cancelQueued()
+	if err := <-queuedDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled queued write: %v, want context.Canceled", err)
+	}
+	if n := s.stats.taken.Load(); n != 1 {
+		t.Fatalf("committer took %d writes while stuck, want 1", n)
+	}
+	cancelTaken()
+	held.Release()
+	if err := <-takenDone; err != nil {
+		t.Fatalf("canceled write that the committer had taken: %v, want its outcome (success)", err)
+	}
+	checkSeqs(t, s, "cancel|taken", "x")
+	checkSeqs(t, s, "cancel|queued")
+}
+
+// TestBatchByteBudget sends large values at once: batches stop growing at
+// maxBatchBytes.
+func TestBatchByteBudget(t *testing.T) {
+	s := openTest(t)
+	big := &anypb.Any{TypeUrl: "t", Value: make([]byte, 1<<20)}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			if _, err := s.PutValue(t.Context(), fmt.Sprint("big|", i), 0, big); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if st := s.Stats(); st.Writes != 16 || st.MaxBatch > 4 {
+		t.Fatalf("stats %+v: want 16 writes in batches of at most 4 MiB", st)
 	}
 }

@@ -68,6 +68,7 @@
 // else is queued at that moment, up to WithMaxBatch, without waiting for
 // more: while a batch is at the database, new writes queue and form the next
 // one, so batches grow with the load and a lone write pays no extra latency.
+// A batch also stops growing at 4 MiB of payload.
 // The committer sorts the batch by table and key, so that every transaction
 // of every proxy takes its row locks in one global order and concurrent
 // batches never deadlock, and sends it with pgx.Batch: one pipelined round
@@ -95,6 +96,7 @@
 // Reads are idempotent and are retried after any connection error.
 //
 // A caller whose context ends while its write is still queued takes it back
-// (it is then never sent); once the committer has taken it, the caller gets
-// the context error but the write may still commit.
+// (it is then never sent); once the committer has taken it, the call waits
+// for the outcome (at most WithQueryTimeout), so the caller learns whether
+// it committed.
 package postgres

@@ -60,6 +60,7 @@ func (s *Store) Append(ctx context.Context, pid string, events []store.Event) er
 	}
 	first := events[0].Seq
 	last := events[len(events)-1].Seq
+	size := 0
 	typeURLs := make([]string, len(events))
 	values := make([][]byte, len(events))
 	// Checked here so that a malformed batch is refused without a round
@@ -79,9 +80,10 @@ func (s *Store) Append(ctx context.Context, pid string, events []store.Event) er
 		}
 		typeURLs[i] = e.Payload.TypeUrl
 		values[i] = nonNil(e.Payload.Value)
+		size += len(e.Payload.TypeUrl) + len(e.Payload.Value)
 	}
 	key := []byte(pid)
-	rows, err := s.write(ctx, kindAppend, key, appendSQL, key, tagOf(key), first, typeURLs, values)
+	rows, err := s.write(ctx, kindAppend, key, size, appendSQL, key, tagOf(key), first, typeURLs, values)
 	if err != nil {
 		return fmt.Errorf("append %s (seq %d..%d): %w", pid, first, last, err)
 	}
@@ -97,7 +99,7 @@ func (s *Store) HighestSeq(ctx context.Context, pid string) (int64, error) {
 		return 0, fmt.Errorf("highest seq %s: %w", pid, err)
 	}
 	var seq int64
-	err := s.retry(ctx, false, func() error {
+	err := s.read(ctx, func(ctx context.Context) error {
 		return s.pool.QueryRow(ctx, highestSQL, []byte(pid)).Scan(&seq)
 	})
 	if err != nil {
@@ -118,7 +120,7 @@ func (s *Store) Replay(ctx context.Context, pid string, afterSeq int64, fn func(
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("replay %s after seq %d: %w", pid, after, err)
 		}
-		err := s.retry(ctx, false, func() error {
+		err := s.read(ctx, func(ctx context.Context) error {
 			page = page[:0]
 			rows, err := s.pool.Query(ctx, replaySQL, key, after, s.cfg.replayPage)
 			if err != nil {

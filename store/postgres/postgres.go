@@ -61,17 +61,20 @@ type config struct {
 	maxBatch     int
 	committers   int
 	retryTimeout time.Duration
-	writeTimeout time.Duration
+	queryTimeout time.Duration
 	replayPage   int
 	poolConfig   func(*pgxpool.Config)
 }
+
+// defaultConnectTimeout bounds a dial when the DSN sets no connect_timeout.
+const defaultConnectTimeout = 5 * time.Second
 
 func defaultConfig() config {
 	return config{
 		maxBatch:     256,
 		committers:   1,
 		retryTimeout: 5 * time.Second,
-		writeTimeout: 30 * time.Second,
+		queryTimeout: 30 * time.Second,
 		replayPage:   256,
 	}
 }
@@ -95,10 +98,10 @@ func WithCommitters(n int) Option { return func(c *config) { c.committers = n } 
 // database are retried, so a retried write is never applied twice.
 func WithRetryTimeout(d time.Duration) Option { return func(c *config) { c.retryTimeout = d } }
 
-// WithWriteTimeout bounds one commit round trip (default 30s), so a hung
-// server or network fails the batch with ErrUnavailable instead of blocking
-// every writer forever.
-func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.writeTimeout = d } }
+// WithQueryTimeout bounds one attempt at the database (default 30s): a
+// commit round trip, or one read query. A hung server or network then fails
+// the attempt as unreachable instead of blocking callers forever.
+func WithQueryTimeout(d time.Duration) Option { return func(c *config) { c.queryTimeout = d } }
 
 // WithPoolConfig lets the caller adjust the pgxpool configuration parsed
 // from the DSN (pool size, hooks, TLS) before the pool is created.
@@ -118,13 +121,18 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.maxBatch < 1 || cfg.committers < 1 || cfg.replayPage < 1 || cfg.retryTimeout < 0 || cfg.writeTimeout <= 0 {
+	if cfg.maxBatch < 1 || cfg.committers < 1 || cfg.replayPage < 1 || cfg.retryTimeout < 0 || cfg.queryTimeout <= 0 {
 		return nil, fmt.Errorf("open postgres store: invalid options (max batch %d, committers %d, retry timeout %v, write timeout %v)",
-			cfg.maxBatch, cfg.committers, cfg.retryTimeout, cfg.writeTimeout)
+			cfg.maxBatch, cfg.committers, cfg.retryTimeout, cfg.queryTimeout)
 	}
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
+	}
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// Without connect_timeout in the DSN a dial to a black-holed
+		// host would only end with the attempt's query timeout.
+		pcfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
 	}
 	if cfg.poolConfig != nil {
 		cfg.poolConfig(pcfg)
@@ -309,6 +317,16 @@ func (s *Store) retry(ctx context.Context, write bool, attempt func() error) err
 			return ErrClosed
 		}
 	}
+}
+
+// read runs a read query with retries (see retry), each attempt bounded by
+// the query timeout.
+func (s *Store) read(ctx context.Context, query func(ctx context.Context) error) error {
+	return s.retry(ctx, false, func() error {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.queryTimeout)
+		defer cancel()
+		return query(actx)
+	})
 }
 
 // checkTypeURL rejects type URLs PostgreSQL text cannot hold.

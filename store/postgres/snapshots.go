@@ -38,7 +38,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, pid string, snap store.Snapsho
 	}
 	key := []byte(pid)
 	// Zero rows means a newer snapshot is stored, which is not an error.
-	if _, err := s.write(ctx, kindSnapshot, key, saveSnapshotSQL, key, snap.Seq, snap.Payload.TypeUrl, nonNil(snap.Payload.Value)); err != nil {
+	if _, err := s.write(ctx, kindSnapshot, key, len(snap.Payload.TypeUrl)+len(snap.Payload.Value), saveSnapshotSQL, key, snap.Seq, snap.Payload.TypeUrl, nonNil(snap.Payload.Value)); err != nil {
 		return fmt.Errorf("save snapshot %s (seq %d): %w", pid, snap.Seq, err)
 	}
 	return nil
@@ -51,7 +51,7 @@ func (s *Store) LatestSnapshot(ctx context.Context, pid string) (store.Snapshot,
 	}
 	var snap store.Snapshot
 	found := false
-	err := s.retry(ctx, false, func() error {
+	err := s.read(ctx, func(ctx context.Context) error {
 		var typeURL string
 		var value []byte
 		err := s.pool.QueryRow(ctx, latestSnapshotSQL, []byte(pid)).Scan(&snap.Seq, &typeURL, &value)
