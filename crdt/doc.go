@@ -18,9 +18,10 @@
 //	d, err := crdt.Diff(last, c.View(r))     // nil, or the delta to send
 //	last = c.View(r)
 //
-// Deltas to the function are computed from values alone (Diff), so they do
-// not depend on how the state got there; the function never receives its own
-// updates back because last already includes them.
+// CRDT-6's "delta sent to the UF" depends only on the old and new values, so
+// deltas are functions of two Views (Diff, InitialDelta) rather than methods
+// of each type; they do not depend on how the state got there, and the
+// function never receives its own updates back because last includes them.
 //
 // # State model
 //
@@ -66,10 +67,10 @@
 //
 // # Deviations from the reference
 //
-//   - Diff takes the Replica-specific View, and Vote's total_voters counts
-//     Replica.Members (from the cluster layer). Because Diff compares values,
-//     a membership change alone yields a Vote delta once the entity diffs
-//     again; the reference sends none.
+//   - Vote's total_voters and votes_for count Replica.Members, which the
+//     cluster layer supplies (View takes the Replica). Because Diff compares
+//     values, a membership change alone yields a Vote delta the next time the
+//     entity diffs; the reference sends none.
 //   - An ORMap key whose value changed in a way no delta can express (a
 //     grow-only value that shrank because the key was removed and created
 //     again) is sent as removed plus added instead of crashing the entity.

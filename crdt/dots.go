@@ -66,9 +66,10 @@ func (v vv) clone() vv { return maps.Clone(v) }
 // A dot survives when both hold it, or when one holds it and the other has
 // not seen it; a dot the other has seen but no longer holds was removed
 // there (or superseded by a later update), so it is dropped. Both inputs are
-// sorted by compareDots and so is the result, appended to dst. takeB copies
-// an item kept from b, so the result never aliases b's state.
-func keepDots[T any](dst, a, b []T, dotOf func(T) dot, ctxA, ctxB vv, takeB func(T) T) []T {
+// sorted by compareDots and so is the result. takeB copies an item kept
+// from b, so the result never aliases b's state.
+func keepDots[T any](a, b []T, dotOf func(T) dot, ctxA, ctxB vv, takeB func(T) T) []T {
+	var dst []T
 	i, j := 0, 0
 	for i < len(a) || j < len(b) {
 		var c int

@@ -11,8 +11,8 @@ import (
 //
 // Keys behave like the elements of an ORSet: every update of a key's value
 // (creating it or changing it) is tagged with a new dot that replaces the
-// key's dots, removing a key drops its dots, and merges keep the dots that
-// survive keepDots. In addition, each live dot carries the value written with
+// key's dots, removing a key drops its dots, and a merge keeps the dots both
+// replicas hold plus those one holds and the other has not seen. In addition, each live dot carries the value written with
 // it, which never changes afterwards, and the key's value is the join of its
 // live dots' values. So a key that was removed and created again does not
 // merge its old value back in from a replica that missed the removal, and
@@ -184,7 +184,7 @@ func checkEntry(e *protocol.ORMapEntryDelta) error {
 // keyLabel renders a key for error messages.
 func keyLabel(k Key) string { return "key " + k.String() }
 
-// Merge keeps every key with a dot that survives keepDots; its value is the
+// Merge keeps every key with a surviving dot (see ORMap); its value is the
 // join of the surviving dots' values.
 func (m *ORMap) Merge(other CRDT) error {
 	o, ok := other.(*ORMap)
@@ -201,7 +201,7 @@ func (m *ORMap) Merge(other CRDT) error {
 	var news []added
 	for k, eb := range o.entries {
 		if _, ok := m.entries[k]; !ok {
-			if kept := keepDots(nil, nil, eb.dots, dotOfValue, m.ctx, o.ctx, cloneValueDot); len(kept) > 0 {
+			if kept := keepDots(nil, eb.dots, dotOfValue, m.ctx, o.ctx, cloneValueDot); len(kept) > 0 {
 				news = append(news, added{k, newEntry(kept)})
 			}
 		}
@@ -214,7 +214,7 @@ func (m *ORMap) Merge(other CRDT) error {
 		if sameDots(ea.dots, db, dotOfValue) {
 			continue
 		}
-		kept := keepDots(nil, ea.dots, db, dotOfValue, m.ctx, o.ctx, cloneValueDot)
+		kept := keepDots(ea.dots, db, dotOfValue, m.ctx, o.ctx, cloneValueDot)
 		switch {
 		case len(kept) == 0:
 			delete(m.entries, k)

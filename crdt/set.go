@@ -122,7 +122,8 @@ func (s *ORSet) apply(o op, d *protocol.CrdtDelta) error {
 	return nil
 }
 
-// Merge keeps every element with a dot that survives keepDots.
+// Merge keeps every element with a dot both replicas hold, or that one holds
+// and the other has not seen (so has not removed).
 func (s *ORSet) Merge(other CRDT) error {
 	o, ok := other.(*ORSet)
 	if !ok {
@@ -135,7 +136,7 @@ func (s *ORSet) Merge(other CRDT) error {
 	var news []added
 	for k, db := range o.elems {
 		if _, ok := s.elems[k]; !ok {
-			if kept := keepDots(nil, nil, db, idDot, s.ctx, o.ctx, idDot); len(kept) > 0 {
+			if kept := keepDots(nil, db, idDot, s.ctx, o.ctx, idDot); len(kept) > 0 {
 				news = append(news, added{k, kept})
 			}
 		}
@@ -145,7 +146,7 @@ func (s *ORSet) Merge(other CRDT) error {
 		if sameDots(da, db, idDot) {
 			continue
 		}
-		if kept := keepDots(nil, da, db, idDot, s.ctx, o.ctx, idDot); len(kept) > 0 {
+		if kept := keepDots(da, db, idDot, s.ctx, o.ctx, idDot); len(kept) > 0 {
 			s.elems[k] = kept
 		} else {
 			delete(s.elems, k)
