@@ -126,9 +126,9 @@ const maxBatchBytes = 4 << 20
 
 // commitLoop is one committer: it takes the first queued write, gathers
 // whatever else is queued at that moment (without waiting for more, up to
-// WithMaxBatch writes and maxBatchBytes), and commits them together. While it waits for the database, new writes queue
-// up and form the next batch, so batches grow with the load and a lone
-// write pays no added latency.
+// WithMaxBatch writes and maxBatchBytes), and commits them together. While
+// it waits for the database, new writes queue up and form the next batch,
+// so batches grow with the load and a lone write pays no added latency.
 func (s *Store) commitLoop() {
 	batch := make([]*op, 0, s.cfg.maxBatch)
 	for {

@@ -16,6 +16,13 @@
 //   - entity_values: one row per value-entity key with its version; a delete
 //     leaves a tombstone row (NULL type_url and bytes) that keeps the version.
 //
+// The ordering is taken when a row is inserted, not when it commits, so a
+// consumer reading by ordering can see a higher number before a lower one
+// commits; it must re-read a window behind its offset (as Akka's JDBC
+// journal consumers do) rather than trust the highest number seen. A
+// (tag, ordering) index will come with the first such consumer, in a new
+// migration, so that appends do not pay for it before then.
+//
 // Persistence ids and keys are bytea: entity ids are arbitrary strings and
 // may hold bytes that PostgreSQL text cannot (NUL). The data is not binary
 // compatible with the reference implementation's Akka tables (STORE-6
