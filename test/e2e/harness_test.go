@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -277,6 +278,8 @@ type proxy struct {
 	httpPort int
 	// addr is the proxy's public address, 127.0.0.1:httpPort.
 	addr string
+	// checked is set once stopAndCheck has run.
+	checked atomic.Bool
 }
 
 // startProxy starts `cloudstate proxy` in front of a function on fnPort,
@@ -298,17 +301,29 @@ func startProxy(t *testing.T, fnPort int, extra ...string) *proxy {
 	}
 	args = append(args, extra...)
 	proc := startProcess(t, "cloudstate proxy :"+strconv.Itoa(httpPort), "", nil, bins.cloudstate, args...)
+	p := &proxy{process: proc, httpPort: httpPort, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))}
 	// Registered after startProcess's cleanup, so it runs before it: the
 	// proxy is stopped and its exit checked before its output is shown.
-	t.Cleanup(func() {
-		grace := proxyShutdownTimeout + 5*time.Second
-		if !proc.stop(grace) {
-			t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; killed", proc.pid(), grace)
-		} else if code := proc.exitCode(); code != 0 {
-			t.Errorf("proxy (pid %d) exited with status %d after SIGTERM, want 0", proc.pid(), code)
-		}
-	})
-	return &proxy{process: proc, httpPort: httpPort, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))}
+	t.Cleanup(func() { p.stopAndCheck(t) })
+	return p
+}
+
+// stopAndCheck sends SIGTERM and fails the test unless the proxy exits with
+// status 0 within its shutdown timeout plus a margin. It returns how long
+// the proxy took. Only the first call checks; later ones return 0.
+func (p *proxy) stopAndCheck(t *testing.T) time.Duration {
+	t.Helper()
+	if !p.checked.CompareAndSwap(false, true) {
+		return 0
+	}
+	grace := proxyShutdownTimeout + 5*time.Second
+	start := time.Now()
+	if !p.stop(grace) {
+		t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; killed", p.pid(), grace)
+	} else if code := p.exitCode(); code != 0 {
+		t.Errorf("proxy (pid %d) exited with status %d after SIGTERM, want 0", p.pid(), code)
+	}
+	return time.Since(start)
 }
 
 // httpStatus is the status code of GET path on the proxy, or an error.
