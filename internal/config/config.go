@@ -71,10 +71,6 @@ type Config struct {
 	LogFormat string
 }
 
-// storeForms lists the values accepted for Config.Store; durable stores add
-// their forms here.
-var storeForms = []string{"memory"}
-
 // logLevels maps the accepted values of Config.LogLevel to slog levels.
 var logLevels = map[string]slog.Level{
 	"debug": slog.LevelDebug,

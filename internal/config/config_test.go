@@ -180,7 +180,7 @@ func TestInvalidValues(t *testing.T) {
 		{"UserFunctionHostWithPort", func(c *Config) { c.UserFunctionHost = "fn:8080" }, `--user-function-host: "fn:8080" is not a host name or IP address (give the port separately; IPv6 without brackets)`},
 		{"HTTPHostSpace", func(c *Config) { c.HTTPHost = "a b" }, `--http-host: "a b" is not a host name or IP address`},
 		{"HTTPHostURL", func(c *Config) { c.HTTPHost = "http://x" }, `--http-host: "http://x" is not a host name or IP address`},
-		{"Store", func(c *Config) { c.Store = "cassandra" }, `--store: "cassandra" is not a supported store (accepted: memory)`},
+		{"Store", func(c *Config) { c.Store = "cassandra" }, `--store: "cassandra" is not a supported store (accepted: memory, pebble:<dir>, postgres://<user>@<host>:<port>/<db>)`},
 		{"PassivationZero", func(c *Config) { c.PassivationTimeout = 0 }, "--passivation-timeout: 0s must be greater than 0"},
 		{"RelayNegative", func(c *Config) { c.RelayTimeout = -time.Second }, "--relay-timeout: -1s must be greater than 0"},
 		{"ShutdownNegative", func(c *Config) { c.ShutdownTimeout = -time.Second }, "--graceful-termination-timeout: -1s must not be negative"},
@@ -256,7 +256,7 @@ func TestInvalidEnv(t *testing.T) {
 		{"HTTP_PORT", "70000", "HTTP_PORT: 70000 is not a port (1-65535)"},
 		{"USER_FUNCTION_PORT", "8080x", `USER_FUNCTION_PORT: "8080x" is not an integer`},
 		{"USER_FUNCTION_HOST", "fn:8080", `USER_FUNCTION_HOST: "fn:8080" is not a host name or IP address`},
-		{"CLOUDSTATE_STORE", "postgres", `CLOUDSTATE_STORE: "postgres" is not a supported store (accepted: memory)`},
+		{"CLOUDSTATE_STORE", "postgres", `CLOUDSTATE_STORE: "postgres" is not a supported store (accepted: memory, pebble:<dir>, postgres://<user>@<host>:<port>/<db>)`},
 		{"CLOUDSTATE_LOG_LEVEL", "loud", `CLOUDSTATE_LOG_LEVEL: "loud" is not one of debug, info, warn, error`},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {

@@ -56,10 +56,8 @@ func (c *Config) settings() []setting {
 			usage: "where entity state is kept: " + strings.Join(storeForms, ", "),
 			value: stringValue(&c.Store),
 			check: func() error {
-				if err := checkOneOf(c.Store, storeForms); err != nil {
-					return fmt.Errorf("%q is not a supported store (accepted: %s)", c.Store, strings.Join(storeForms, ", "))
-				}
-				return nil
+				_, err := ParseStore(c.Store)
+				return err
 			},
 		},
 		{

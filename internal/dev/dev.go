@@ -25,10 +25,15 @@ Runs a user function and a proxy in front of it until interrupted.
 <function> is either a directory holding a Go main package (it is built
 first, e.g. ./samples/shoppingcart) or a command to run. The function gets
 HOST and PORT in its environment, set from --user-function-host and
---user-function-port, and must listen there.
+--user-function-port, and must listen there. State is kept in Pebble under
+./.cloudstate-data unless --store says otherwise.
 
 Proxy flags:
 `
+
+// DefaultDataDir is where `cloudstate dev` keeps entity state unless
+// --store says otherwise.
+const DefaultDataDir = ".cloudstate-data"
 
 // stopGrace is how long the function gets to exit after SIGTERM.
 const stopGrace = 5 * time.Second
@@ -41,6 +46,8 @@ func Run(ctx context.Context, args []string, version string, started time.Time, 
 	// milliseconds from listening: retry discovery sooner than in production.
 	cfg.DiscoveryBackoffMin = 50 * time.Millisecond
 	cfg.DiscoveryBackoffMax = time.Second
+	// Keep the demo's state across restarts, in the working directory.
+	cfg.Store = "pebble:" + DefaultDataDir
 	if err := cfg.ApplyEnv(os.Getenv); err != nil {
 		return err
 	}

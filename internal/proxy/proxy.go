@@ -29,7 +29,6 @@ import (
 	"github.com/cloudstate-go/cloudstate/internal/ingress"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
-	"github.com/cloudstate-go/cloudstate/store/memory"
 )
 
 // Proxy is one cloudstate proxy process.
@@ -50,12 +49,16 @@ func New(cfg config.Config, log *slog.Logger, version string, started time.Time)
 // finish calls in flight, passivate entities. It returns an error only when
 // the proxy could not start (a port that cannot be bound, a bad store).
 func (p *Proxy) Run(ctx context.Context) error {
-	mem := memory.New()
-
 	lis, err := net.Listen("tcp", p.cfg.HTTPAddr())
 	if err != nil {
 		return fmt.Errorf("listen on %s (--http-port / HTTP_PORT): %w", p.cfg.HTTPAddr(), err)
 	}
+	st, err := openStores(ctx, p.cfg.Store, p.log)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	defer st.close()
 	conn, err := grpc.NewClient(p.cfg.UserFunctionAddr(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithIdleTimeout(0),
@@ -85,8 +88,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	)
 	reporter := reporter{disc}
 	es := eventsourced.New(eventsourced.Config{
-		Journal:            mem,
-		Snapshots:          mem,
+		Journal:            st.journal,
+		Snapshots:          st.snapshots,
 		Client:             protocol.NewEventSourcedClient(conn),
 		PassivationTimeout: p.cfg.PassivationTimeout,
 		RelayTimeout:       p.cfg.RelayTimeout,
@@ -95,7 +98,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Log:                p.log,
 	})
 	values := value.New(value.Config{
-		Store:              mem,
+		Store:              st.values,
 		Client:             protocol.NewValueEntityClient(conn),
 		PassivationTimeout: p.cfg.PassivationTimeout,
 		RelayTimeout:       p.cfg.RelayTimeout,
