@@ -388,7 +388,8 @@ func startStack(t *testing.T, bin string, extra ...string) *stack {
 	return s
 }
 
-// callCtx is the context for one call in a test: a few seconds at most.
+// callCtx is the context for one call in a test: it bounds the call to
+// 10s so that a hung proxy fails the test instead of stalling it.
 func callCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
