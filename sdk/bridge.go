@@ -19,4 +19,26 @@ func init() {
 		}
 		return def, nil
 	}
+	bridge.CompileValueEntity = func(entity any) (bridge.ValueEntityDefinition, error) {
+		e, ok := entity.(ValueEntityDefinition)
+		if !ok || e == nil {
+			return nil, fmt.Errorf("%T is not a value entity", entity)
+		}
+		def, err := e.compileValueEntity()
+		if err != nil {
+			return nil, err
+		}
+		return def, nil
+	}
+	bridge.CompileAction = func(action any) (bridge.ActionDefinition, error) {
+		a, ok := action.(*Action)
+		if !ok {
+			return nil, fmt.Errorf("%T is not an action", action)
+		}
+		def, err := a.compileAction()
+		if err != nil {
+			return nil, err
+		}
+		return def, nil
+	}
 }

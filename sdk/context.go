@@ -6,14 +6,12 @@ import (
 
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Failure is a command failure that is reported to the client with its
-// Description. CommandContext.Fail creates one; any other error returned by a
-// command handler is reported the same way, with its Error text.
+// Description. The Fail methods of the contexts create one; any other error
+// returned by a handler is reported the same way, with its Error text.
 type Failure struct {
 	Description string
 }
@@ -30,12 +28,9 @@ type CommandContext struct {
 	instance *eventSourcedInstance
 	cmd      *protocol.Command
 
-	events        []*anypb.Any
-	applied       bool  // an event handler ran, so the state may differ from the journal
-	err           error // first failure recorded by Emit, Fail, Forward or SideEffect
-	forward       *protocol.Forward
-	sideEffects   []*protocol.SideEffect
-	replyMetadata Metadata
+	events  []*anypb.Any
+	applied bool // an event handler ran, so the state may differ from the journal
+	fx      effects
 }
 
 // Context returns the context of the entity's stream; it is cancelled when
@@ -71,34 +66,34 @@ func (c *CommandContext) Sequence() int64 { return c.instance.seq + int64(len(c.
 // succeeds. If the event cannot be applied (no handler, or the handler
 // fails), the command fails and later calls to Emit are ignored.
 func (c *CommandContext) Emit(event proto.Message) {
-	if c.err != nil {
+	if c.fx.err != nil {
 		return
 	}
-	if event == nil || !event.ProtoReflect().IsValid() {
-		c.fail(fmt.Errorf("emit: nil event"))
+	if !isSet(event) {
+		c.fx.fail(fmt.Errorf("emit: nil event"))
 		return
 	}
 	name := event.ProtoReflect().Descriptor().FullName()
 	h := c.instance.def.events[name]
 	if h == nil {
-		c.fail(fmt.Errorf("emit %s: no event handler for this type", name))
+		c.fx.fail(fmt.Errorf("emit %s: no event handler for this type", name))
 		return
 	}
 	a, err := MarshalAny(event)
 	if err != nil {
-		c.fail(fmt.Errorf("emit: %w", err))
+		c.fx.fail(fmt.Errorf("emit: %w", err))
 		return
 	}
 	// Apply a decoded copy, exactly what a replay would see, so live and
 	// replayed state cannot drift and later changes to event do not leak.
 	decoded, err := unmarshalAnyAs(a, h.typ)
 	if err != nil {
-		c.fail(fmt.Errorf("emit: %w", err))
+		c.fx.fail(fmt.Errorf("emit: %w", err))
 		return
 	}
 	c.applied = true
 	if err := h.apply(c.instance.state, decoded); err != nil {
-		c.fail(fmt.Errorf("apply event %s: %w", name, err))
+		c.fx.fail(fmt.Errorf("apply event %s: %w", name, err))
 		return
 	}
 	c.events = append(c.events, a)
@@ -109,21 +104,7 @@ func (c *CommandContext) Emit(event proto.Message) {
 //
 //	return nil, ctx.Fail("Cannot add a quantity of %d", q)
 func (c *CommandContext) Fail(format string, args ...any) error {
-	f := &Failure{Description: fmt.Sprintf(format, args...)}
-	c.fail(f)
-	return f
-}
-
-// EffectOption configures a forward or a side effect.
-type EffectOption func(*effectConfig)
-
-type effectConfig struct {
-	metadata Metadata
-}
-
-// WithMetadata attaches metadata to a forward or a side effect.
-func WithMetadata(md Metadata) EffectOption {
-	return func(c *effectConfig) { c.metadata = md }
+	return c.fx.failf(format, args...)
 }
 
 // Forward hands the command on to method of service (full name, for example
@@ -132,17 +113,7 @@ func WithMetadata(md Metadata) EffectOption {
 // nil reply. The target is checked against the protobuf registry; a mistake
 // fails the command.
 func (c *CommandContext) Forward(service, method string, msg proto.Message, opts ...EffectOption) {
-	if c.forward != nil {
-		c.fail(fmt.Errorf("forward to %s/%s: the command already forwards to %s/%s",
-			service, method, c.forward.GetServiceName(), c.forward.GetCommandName()))
-		return
-	}
-	payload, md, err := effect(service, method, msg, opts)
-	if err != nil {
-		c.fail(fmt.Errorf("forward: %w", err))
-		return
-	}
-	c.forward = &protocol.Forward{ServiceName: service, CommandName: method, Payload: payload, Metadata: md}
+	c.fx.addForward(service, method, msg, opts)
 }
 
 // SideEffect asks the proxy to call method of service with msg after the
@@ -150,53 +121,9 @@ func (c *CommandContext) Forward(service, method string, msg proto.Message, opts
 // effect completes before the client gets the reply. Side effects are dropped
 // when the command fails. The target is checked like Forward's.
 func (c *CommandContext) SideEffect(service, method string, msg proto.Message, synchronous bool, opts ...EffectOption) {
-	payload, md, err := effect(service, method, msg, opts)
-	if err != nil {
-		c.fail(fmt.Errorf("side effect: %w", err))
-		return
-	}
-	c.sideEffects = append(c.sideEffects, &protocol.SideEffect{
-		ServiceName: service, CommandName: method, Payload: payload, Synchronous: synchronous, Metadata: md,
-	})
+	c.fx.addSideEffect(service, method, msg, synchronous, opts)
 }
 
 // SetReplyMetadata attaches metadata to the reply (proxies may turn it into
 // response headers).
-func (c *CommandContext) SetReplyMetadata(md Metadata) { c.replyMetadata = md }
-
-func (c *CommandContext) fail(err error) {
-	if c.err == nil {
-		c.err = err
-	}
-}
-
-// effect checks a forward or side effect target and encodes its payload.
-func effect(service, method string, msg proto.Message, opts []EffectOption) (*anypb.Any, *protocol.Metadata, error) {
-	var cfg effectConfig
-	for _, opt := range opts {
-		opt(&cfg)
-	}
-	desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
-	if err != nil {
-		return nil, nil, fmt.Errorf("service %q: %w", service, err)
-	}
-	sd, ok := desc.(protoreflect.ServiceDescriptor)
-	if !ok {
-		return nil, nil, fmt.Errorf("%q is not a service", service)
-	}
-	md := sd.Methods().ByName(protoreflect.Name(method))
-	if md == nil {
-		return nil, nil, fmt.Errorf("service %s has no method %q", service, method)
-	}
-	if msg == nil || !msg.ProtoReflect().IsValid() {
-		return nil, nil, fmt.Errorf("%s/%s: nil message", service, method)
-	}
-	if got := msg.ProtoReflect().Descriptor().FullName(); got != md.Input().FullName() {
-		return nil, nil, fmt.Errorf("%s/%s takes %s, got %s", service, method, md.Input().FullName(), got)
-	}
-	payload, err := MarshalAny(msg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return payload, cfg.metadata.toProto(), nil
-}
+func (c *CommandContext) SetReplyMetadata(md Metadata) { c.fx.replyMetadata = md }

@@ -70,8 +70,15 @@ type serviceInfo struct {
 	name, version string
 }
 
-// buildEntitySpec assembles the discovery answer for the registered entities.
-func buildEntitySpec(info serviceInfo, eventSourced []*eventSourcedDef) (*protocol.EntitySpec, error) {
+// discovered is one registered service as discovery describes it.
+type discovered struct {
+	entity  *protocol.Entity
+	service protoreflect.ServiceDescriptor
+}
+
+// buildEntitySpec assembles the discovery answer for the registered
+// services, in registration order.
+func buildEntitySpec(info serviceInfo, entities []discovered) (*protocol.EntitySpec, error) {
 	spec := &protocol.EntitySpec{
 		ServiceInfo: &protocol.ServiceInfo{
 			ServiceName:           info.name,
@@ -84,14 +91,9 @@ func buildEntitySpec(info serviceInfo, eventSourced []*eventSourcedDef) (*protoc
 		},
 	}
 	var services []protoreflect.ServiceDescriptor
-	for _, d := range eventSourced {
+	for _, d := range entities {
 		services = append(services, d.service)
-		spec.Entities = append(spec.Entities, &protocol.Entity{
-			EntityType:          EventSourcedEntityType,
-			ServiceName:         d.serviceName,
-			PersistenceId:       d.cfg.persistenceID,
-			PassivationStrategy: passivationStrategy(d.cfg),
-		})
+		spec.Entities = append(spec.Entities, proto.CloneOf(d.entity))
 	}
 	set, err := fileDescriptorSet(services)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/sdk"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/counter"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/register"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/steps"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -21,7 +23,7 @@ func TestDiscover(t *testing.T) {
 	client := protocol.NewEntityDiscoveryClient(ts.conn)
 	info := &protocol.ProxyInfo{
 		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2, ProxyName: "test-proxy", ProxyVersion: "0.0.1",
-		SupportedEntityTypes: []string{sdk.EventSourcedEntityType},
+		SupportedEntityTypes: []string{sdk.EventSourcedEntityType, sdk.ValueEntityType, sdk.ActionEntityType},
 	}
 	first, err := client.Discover(context.Background(), info)
 	if err != nil {
@@ -35,16 +37,33 @@ func TestDiscover(t *testing.T) {
 		t.Fatalf("discover answered differently the second time")
 	}
 
-	wantEntity := &protocol.Entity{
+	// Every entity type, in registration order; actions have no
+	// persistence id or passivation.
+	wantEntities := []*protocol.Entity{{
 		EntityType:    "cloudstate.eventsourced.EventSourced",
 		ServiceName:   counter.ServiceName,
 		PersistenceId: "counters",
 		PassivationStrategy: &protocol.EntityPassivationStrategy{Strategy: &protocol.EntityPassivationStrategy_Timeout{
 			Timeout: &protocol.TimeoutPassivationStrategy{Timeout: 120000},
 		}},
+	}, {
+		EntityType:    "cloudstate.valueentity.ValueEntity",
+		ServiceName:   register.ServiceName,
+		PersistenceId: "registers",
+		PassivationStrategy: &protocol.EntityPassivationStrategy{Strategy: &protocol.EntityPassivationStrategy_Timeout{
+			Timeout: &protocol.TimeoutPassivationStrategy{Timeout: 60000},
+		}},
+	}, {
+		EntityType:  "cloudstate.action.ActionProtocol",
+		ServiceName: steps.ServiceName,
+	}}
+	if len(first.GetEntities()) != len(wantEntities) {
+		t.Fatalf("entities %v, want %v", first.GetEntities(), wantEntities)
 	}
-	if len(first.GetEntities()) != 1 || !proto.Equal(first.GetEntities()[0], wantEntity) {
-		t.Fatalf("entities %v, want [%v]", first.GetEntities(), prototext.Format(wantEntity))
+	for i, want := range wantEntities {
+		if got := first.GetEntities()[i]; !proto.Equal(got, want) {
+			t.Errorf("entity %d: %v, want %v", i, prototext.Format(got), prototext.Format(want))
+		}
 	}
 	wantInfo := &protocol.ServiceInfo{
 		ServiceName: "sdk-test", ServiceVersion: "1.2.3",
@@ -65,7 +84,7 @@ func TestDiscover(t *testing.T) {
 		names = append(names, f.GetName())
 	}
 	for _, want := range []string{
-		"sdktest.proto", "cloudstate/entity_key.proto", "google/api/annotations.proto", "google/api/http.proto",
+		"sdktest.proto", "register.proto", "steps.proto", "cloudstate/entity_key.proto", "google/api/annotations.proto", "google/api/http.proto",
 		"google/protobuf/empty.proto", "google/protobuf/descriptor.proto",
 	} {
 		if !slices.Contains(names, want) {
@@ -89,6 +108,11 @@ func TestDiscover(t *testing.T) {
 	sd := d.(protoreflect.ServiceDescriptor)
 	if sd.Methods().ByName("Add") == nil {
 		t.Fatalf("service %s lacks Add", sd.FullName())
+	}
+	for _, name := range []string{register.ServiceName, steps.ServiceName} {
+		if _, err := files.FindDescriptorByName(protoreflect.FullName(name)); err != nil {
+			t.Errorf("descriptor set lacks %s: %v", name, err)
+		}
 	}
 	// The entity key option survives: the proxy needs it to route.
 	key := sd.Methods().ByName("Add").Input().Fields().ByName("counter_id")

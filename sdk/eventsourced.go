@@ -170,29 +170,9 @@ func OnCommand[T any, In, Out proto.Message](e *EventSourcedEntity[T], method st
 	if d.service == nil {
 		return // already reported by NewEventSourcedEntity
 	}
-	md := d.service.Methods().ByName(protoreflect.Name(method))
-	if md == nil {
-		d.errs = append(d.errs, fmt.Errorf("command %s: service %s has no such method", method, d.serviceName))
-		return
-	}
-	if md.IsStreamingClient() || md.IsStreamingServer() {
-		d.errs = append(d.errs, fmt.Errorf("command %s: streaming methods are not supported by event-sourced entities", method))
-		return
-	}
-	in, err := messageTypeOf[In]()
-	if err == nil && in.Descriptor().FullName() != md.Input().FullName() {
-		err = fmt.Errorf("input type is %s, the method takes %s", in.Descriptor().FullName(), md.Input().FullName())
-	}
+	md, in, out, err := unaryMethod[In, Out](d.service, method, "event-sourced entities")
 	if err != nil {
-		d.errs = append(d.errs, fmt.Errorf("command %s: %w", method, err))
-		return
-	}
-	out, err := messageTypeOf[Out]()
-	if err == nil && out.Descriptor().FullName() != md.Output().FullName() {
-		err = fmt.Errorf("reply type is %s, the method returns %s", out.Descriptor().FullName(), md.Output().FullName())
-	}
-	if err != nil {
-		d.errs = append(d.errs, fmt.Errorf("command %s: %w", method, err))
+		d.errs = append(d.errs, err)
 		return
 	}
 	if _, dup := d.commands[method]; dup {

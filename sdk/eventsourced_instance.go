@@ -9,7 +9,6 @@ import (
 
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/bridge"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -126,12 +125,12 @@ func (i *eventSourcedInstance) HandleCommand(ctx context.Context, cmd *protocol.
 	}
 	cc := &CommandContext{ctx: ctx, instance: i, cmd: cmd}
 	reply, err := h.call(cc, i.state, in)
-	if cc.err != nil {
-		err = cc.err
+	if cc.fx.err != nil {
+		err = cc.fx.err
 	}
 	var action *protocol.ClientAction
 	if err == nil {
-		action, err = cc.clientAction(h, reply)
+		action, err = cc.fx.clientAction(cmd.GetName(), h.method, h.output, reply)
 	}
 	if err != nil {
 		// Events already applied cannot be taken back: ask for a restart so
@@ -146,7 +145,7 @@ func (i *eventSourcedInstance) HandleCommand(ctx context.Context, cmd *protocol.
 	r := &protocol.EventSourcedReply{
 		CommandId:    cmd.GetId(),
 		ClientAction: action,
-		SideEffects:  cc.sideEffects,
+		SideEffects:  cc.fx.sideEffects,
 		Events:       cc.events,
 		Snapshot:     i.maybeSnapshot(before),
 	}
@@ -170,29 +169,6 @@ func (i *eventSourcedInstance) maybeSnapshot(before int64) *anypb.Any {
 	}
 	i.logger.Error("taking a snapshot failed; continuing without it", "sequence", i.seq, "error", err)
 	return nil
-}
-
-// clientAction builds the forward or reply of a successful command.
-func (c *CommandContext) clientAction(h *commandHandler, reply proto.Message) (*protocol.ClientAction, error) {
-	hasReply := reply != nil && reply.ProtoReflect().IsValid()
-	if c.forward != nil {
-		if hasReply {
-			return nil, fmt.Errorf("command %s both forwarded and returned a reply", c.cmd.GetName())
-		}
-		return &protocol.ClientAction{Action: &protocol.ClientAction_Forward{Forward: c.forward}}, nil
-	}
-	if !hasReply {
-		reply = h.output.New().Interface()
-	}
-	value, err := proto.Marshal(reply)
-	if err != nil {
-		return nil, fmt.Errorf("marshal reply of command %s: %w", c.cmd.GetName(), err)
-	}
-	payload := &anypb.Any{TypeUrl: TypeURLPrefix + string(h.method.Output().FullName()), Value: value}
-	return &protocol.ClientAction{Action: &protocol.ClientAction_Reply{Reply: &protocol.Reply{
-		Payload:  payload,
-		Metadata: c.replyMetadata.toProto(),
-	}}}, nil
 }
 
 func failureDescription(err error) string {

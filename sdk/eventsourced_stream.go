@@ -1,11 +1,8 @@
 package sdk
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sync"
 
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"google.golang.org/grpc/codes"
@@ -18,25 +15,13 @@ type eventSourcedService struct {
 	protocol.UnimplementedEventSourcedServer
 	entities map[string]*eventSourcedDef // by service full name
 	logger   *slog.Logger
-	// stopping is closed when the server shuts down; streams then end after
-	// the command in progress, so shutdown need not wait for passivation.
-	stopping <-chan struct{}
-	// readers tracks the per-stream receive goroutines; Serve waits for it.
-	readers *sync.WaitGroup
-}
-
-// errStopping reports that the server is shutting down.
-var errStopping = errors.New("server stopping")
-
-type received struct {
-	msg *protocol.EventSourcedStreamIn
-	err error
+	streams  entityStreams
 }
 
 // Handle runs one entity activation: init, replayed events, then commands
 // one at a time until the proxy half-closes the stream.
 func (s *eventSourcedService) Handle(stream protocol.EventSourced_HandleServer) error {
-	next := s.receive(stream)
+	next := receive(s.streams, stream.Context(), stream.Recv)
 	first, err := next()
 	if err != nil {
 		return endOfStream(err)
@@ -83,49 +68,6 @@ func (s *eventSourcedService) Handle(stream protocol.EventSourced_HandleServer) 
 			return s.fail(stream, 0, codes.InvalidArgument, fmt.Sprintf("entity %q: empty stream message", inst.entityID))
 		}
 	}
-}
-
-// receive starts the stream's reader goroutine and returns the function that
-// yields its messages. The reader lets Handle react to server shutdown while
-// waiting for the proxy; it ends when the stream ends (gRPC cancels the
-// stream once Handle returns).
-func (s *eventSourcedService) receive(stream protocol.EventSourced_HandleServer) func() (*protocol.EventSourcedStreamIn, error) {
-	ch := make(chan received)
-	ctx := stream.Context()
-	s.readers.Add(1)
-	go func() {
-		defer s.readers.Done()
-		for {
-			msg, err := stream.Recv()
-			select {
-			case ch <- received{msg, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return func() (*protocol.EventSourcedStreamIn, error) {
-		select {
-		case r := <-ch:
-			return r.msg, r.err
-		case <-s.stopping:
-			return nil, errStopping
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// endOfStream maps the end of the incoming stream to Handle's result: the
-// proxy half-closing and server shutdown are normal ends.
-func endOfStream(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, errStopping) {
-		return nil
-	}
-	return err
 }
 
 // fail sends a top-level failure and ends the stream with an error.

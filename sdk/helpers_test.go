@@ -12,6 +12,8 @@ import (
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/sdk"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/counter"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/register"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/steps"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -25,9 +27,13 @@ type testServer struct {
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	served chan error
+	// waiting and cancelled receive what the steps action's wait step saw.
+	waiting   chan string
+	cancelled chan error
 }
 
-// startServer serves the counter entity on 127.0.0.1:0 until the test ends.
+// startServer serves the counter entity, the register value entity and the
+// steps action on 127.0.0.1:0 until the test ends.
 func startServer(t *testing.T, opts ...sdk.ServerOption) *testServer {
 	t.Helper()
 	opts = append([]sdk.ServerOption{
@@ -38,12 +44,19 @@ func startServer(t *testing.T, opts ...sdk.ServerOption) *testServer {
 	if err := srv.RegisterEventSourced(counter.New()); err != nil {
 		t.Fatal(err)
 	}
+	if err := srv.RegisterValueEntity(register.New()); err != nil {
+		t.Fatal(err)
+	}
+	waiting, cancelled := make(chan string, 10), make(chan error, 10)
+	if err := srv.RegisterAction(steps.New(steps.Hooks{Waiting: waiting, Cancelled: cancelled})); err != nil {
+		t.Fatal(err)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{cancel: cancel, served: make(chan error, 1)}
+	ts := &testServer{cancel: cancel, served: make(chan error, 1), waiting: waiting, cancelled: cancelled}
 	go func() { ts.served <- srv.Serve(ctx, lis) }()
 	ts.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -23,10 +23,13 @@ import (
 type Server struct {
 	opts serverOptions
 
-	mu           sync.Mutex
-	started      bool
-	services     map[string]bool // every registered service, across entity types
-	eventSourced []*eventSourcedDef
+	mu            sync.Mutex
+	started       bool
+	services      map[string]bool // every registered service, across entity types
+	discovered    []discovered    // in registration order
+	eventSourced  []*eventSourcedDef
+	valueEntities []*valueEntityDef
+	actions       []*actionDef
 }
 
 // ServerOption configures a Server.
@@ -88,16 +91,70 @@ func (s *Server) RegisterEventSourced(e EventSourcedDefinition) error {
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	return s.register(def.serviceName, discovered{
+		service: def.service,
+		entity: &protocol.Entity{
+			EntityType:          EventSourcedEntityType,
+			ServiceName:         def.serviceName,
+			PersistenceId:       def.cfg.persistenceID,
+			PassivationStrategy: passivationStrategy(def.cfg),
+		},
+	}, func() { s.eventSourced = append(s.eventSourced, def) })
+}
+
+// RegisterValueEntity adds a value entity. It reports every mistake in the
+// entity's definition, and fails if the service is already registered or
+// the server has started.
+func (s *Server) RegisterValueEntity(e ValueEntityDefinition) error {
+	if e == nil {
+		return errors.New("register value entity: nil entity")
+	}
+	def, err := e.compileValueEntity()
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	return s.register(def.serviceName, discovered{
+		service: def.service,
+		entity: &protocol.Entity{
+			EntityType:          ValueEntityType,
+			ServiceName:         def.serviceName,
+			PersistenceId:       def.cfg.persistenceID,
+			PassivationStrategy: passivationStrategy(def.cfg),
+		},
+	}, func() { s.valueEntities = append(s.valueEntities, def) })
+}
+
+// RegisterAction adds an action. It reports every mistake in the action's
+// definition, and fails if the service is already registered or the server
+// has started.
+func (s *Server) RegisterAction(a *Action) error {
+	if a == nil {
+		return errors.New("register action: nil action")
+	}
+	def, err := a.compileAction()
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	return s.register(def.serviceName, discovered{
+		service: def.service,
+		entity:  &protocol.Entity{EntityType: ActionEntityType, ServiceName: def.serviceName},
+	}, func() { s.actions = append(s.actions, def) })
+}
+
+// register records a compiled definition: d for discovery, add for the
+// protocol service that runs it.
+func (s *Server) register(service string, d discovered, add func()) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
-		return fmt.Errorf("register %s: the server has already started", def.serviceName)
+		return fmt.Errorf("register %s: the server has already started", service)
 	}
-	if s.services[def.serviceName] {
-		return fmt.Errorf("register %s: service already registered", def.serviceName)
+	if s.services[service] {
+		return fmt.Errorf("register %s: service already registered", service)
 	}
-	s.services[def.serviceName] = true
-	s.eventSourced = append(s.eventSourced, def)
+	s.services[service] = true
+	s.discovered = append(s.discovered, d)
+	add()
 	return nil
 }
 
@@ -124,14 +181,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return errors.New("serve: already started")
 	}
 	s.started = true
-	eventSourced := s.eventSourced
+	entities := s.discovered
+	eventSourced, valueEntities, actions := s.eventSourced, s.valueEntities, s.actions
 	s.mu.Unlock()
 
-	if len(eventSourced) == 0 {
+	if len(entities) == 0 {
 		lis.Close()
 		return errors.New("serve: no entities registered")
 	}
-	spec, err := buildEntitySpec(serviceInfo{name: s.opts.name, version: s.opts.version}, eventSourced)
+	spec, err := buildEntitySpec(serviceInfo{name: s.opts.name, version: s.opts.version}, entities)
 	if err != nil {
 		lis.Close()
 		return fmt.Errorf("serve: %w", err)
@@ -140,15 +198,26 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	logger := s.opts.logger
 	stopping := make(chan struct{})
 	var readers sync.WaitGroup
+	streams := entityStreams{stopping: stopping, readers: &readers}
 	// WaitForHandlers makes Stop wait for handlers too, so no stream handler
 	// (and no reader it starts) outlives this function.
 	gs := grpc.NewServer(grpc.WaitForHandlers(true))
 	protocol.RegisterEntityDiscoveryServer(gs, &discoveryService{spec: spec, logger: logger})
-	es := &eventSourcedService{entities: make(map[string]*eventSourcedDef), logger: logger, stopping: stopping, readers: &readers}
+	es := &eventSourcedService{entities: make(map[string]*eventSourcedDef), logger: logger, streams: streams}
 	for _, d := range eventSourced {
 		es.entities[d.serviceName] = d
 	}
 	protocol.RegisterEventSourcedServer(gs, es)
+	ves := &valueEntityService{entities: make(map[string]*valueEntityDef), logger: logger, streams: streams}
+	for _, d := range valueEntities {
+		ves.entities[d.serviceName] = d
+	}
+	protocol.RegisterValueEntityServer(gs, ves)
+	as := &actionService{actions: make(map[string]*actionDef), logger: logger}
+	for _, d := range actions {
+		as.actions[d.serviceName] = d
+	}
+	protocol.RegisterActionProtocolServer(gs, as)
 
 	logger.Debug("cloudstate user function serving", "addr", lis.Addr().String())
 	served := make(chan error, 1)

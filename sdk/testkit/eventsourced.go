@@ -48,7 +48,14 @@ type options struct {
 	snapshotSeq int64
 	snapshot    proto.Message
 	events      []proto.Message
+	value       proto.Message
 	logger      *slog.Logger
+}
+
+// WithValue starts a value entity from a stored value, as if the proxy sent
+// it in init.
+func WithValue(state proto.Message) Option {
+	return func(o *options) { o.value = state }
 }
 
 // WithSnapshot starts the entity from a stored snapshot taken at sequence
@@ -78,6 +85,9 @@ func NewEventSourced[T any](entity *sdk.EventSourcedEntity[T], entityID string, 
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.value != nil {
+		return nil, errors.New("WithValue is for value entities; use WithSnapshot or WithEvents")
 	}
 	def, err := bridge.CompileEventSourced(entity)
 	if err != nil {
@@ -261,32 +271,11 @@ func Call[Out proto.Message, T any, In proto.Message](e *EventSourced[T], method
 			return nil, fmt.Errorf("call %s: snapshot: %w", method, err)
 		}
 	}
-	for _, se := range reply.GetSideEffects() {
-		ef, err := effectOf(se.GetServiceName(), se.GetCommandName(), se.GetPayload(), se.GetMetadata())
-		if err != nil {
-			return nil, fmt.Errorf("call %s: side effect: %w", method, err)
-		}
-		ef.Synchronous = se.GetSynchronous()
-		res.SideEffects = append(res.SideEffects, *ef)
+	client, err := clientOutcome[Out](reply.GetClientAction(), reply.GetSideEffects())
+	if err != nil {
+		return nil, fmt.Errorf("call %s: %w", method, err)
 	}
-	switch a := reply.GetClientAction().GetAction().(type) {
-	case *protocol.ClientAction_Forward:
-		fw := a.Forward
-		if res.Forward, err = effectOf(fw.GetServiceName(), fw.GetCommandName(), fw.GetPayload(), fw.GetMetadata()); err != nil {
-			return nil, fmt.Errorf("call %s: forward: %w", method, err)
-		}
-	case *protocol.ClientAction_Reply:
-		m, err := sdk.UnmarshalAny(a.Reply.GetPayload())
-		if err != nil {
-			return nil, fmt.Errorf("call %s: reply: %w", method, err)
-		}
-		typed, ok := m.(Out)
-		if !ok {
-			return nil, fmt.Errorf("call %s: reply is a %T, not the requested %T", method, m, res.Reply)
-		}
-		res.Reply = typed
-		res.ReplyMetadata = metadataOf(a.Reply.GetMetadata())
-	}
+	res.Reply, res.ReplyMetadata, res.Forward, res.SideEffects = client.Reply, client.ReplyMetadata, client.Forward, client.SideEffects
 	return res, nil
 }
 

@@ -6,6 +6,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/cloudstate-go/cloudstate/protocol"
@@ -40,3 +41,61 @@ type EventSourcedInstance interface {
 // CompileEventSourced validates an *sdk.EventSourcedEntity[T] and returns
 // its definition. Set by package sdk.
 var CompileEventSourced func(entity any) (EventSourcedDefinition, error)
+
+// ValueEntityDefinition is a validated, immutable value entity definition
+// (one per registered service).
+type ValueEntityDefinition interface {
+	// ServiceName is the fully-qualified gRPC service name of the entity.
+	ServiceName() string
+	// Start creates the state of one entity activation from the stored
+	// value in init, if any. Errors are fatal for the activation.
+	Start(init *protocol.ValueEntityInit, logger *slog.Logger) (ValueEntityInstance, error)
+}
+
+// ValueEntityInstance is one activation of a value entity. It is not safe
+// for concurrent use: its owner feeds it one command at a time.
+type ValueEntityInstance interface {
+	// HandleCommand runs one command and returns the message to send back:
+	// a reply (which may carry a client failure), or a top-level failure
+	// after which the activation must end.
+	HandleCommand(ctx context.Context, cmd *protocol.Command) *protocol.ValueEntityStreamOut
+	// State returns the entity's current value (an S).
+	State() any
+}
+
+// CompileValueEntity validates an *sdk.ValueEntity[S] and returns its
+// definition. Set by package sdk.
+var CompileValueEntity func(entity any) (ValueEntityDefinition, error)
+
+// Shape is the streaming shape of an action method.
+type Shape int
+
+// The four gRPC shapes, with the values package sdk uses.
+const (
+	Unary Shape = iota
+	ServerStream
+	ClientStream
+	BidiStream
+)
+
+// ActionDefinition is a validated, immutable action definition.
+type ActionDefinition interface {
+	// ServiceName is the fully-qualified gRPC service name of the action.
+	ServiceName() string
+	// Handle runs one call of the given shape. header is the first
+	// ActionCommand; recv yields the following ones (streamed-in shapes);
+	// send delivers each response. It returns nil when the call ends
+	// normally, or an error with the gRPC status to end it with (wrapping
+	// ErrPanicked when the handler panicked).
+	Handle(ctx context.Context, shape Shape, header *protocol.ActionCommand,
+		recv func() (*protocol.ActionCommand, error), send func(*protocol.ActionResponse) error, logger *slog.Logger) error
+	// Shape returns the shape of method, and false if the action has none.
+	Shape(method string) (Shape, bool)
+}
+
+// ErrPanicked is wrapped by the error of a call whose handler panicked.
+var ErrPanicked = errors.New("action handler panicked")
+
+// CompileAction validates an *sdk.Action and returns its definition. Set by
+// package sdk.
+var CompileAction func(action any) (ActionDefinition, error)
