@@ -55,14 +55,75 @@
 // whose input and output types match the method. Registration reports every
 // mistake at once.
 //
+// # Value entities
+//
+// A value entity's state is one protobuf message, which the proxy stores
+// whole after every command that changes it. A handler gets a copy of the
+// current value and replaces it with ValueContext.Update (or removes it with
+// Delete); the change is kept only if the command succeeds:
+//
+//	func NewCartEntity() *sdk.ValueEntity[*pb.Cart] {
+//		e := sdk.NewValueEntity("com.example.valueentity.shoppingcart.ShoppingCart",
+//			func(userID string) *pb.Cart { return &pb.Cart{} },
+//			sdk.WithPersistenceID("value-shopping-cart"))
+//		sdk.OnValueCommand(e, "AddItem", func(ctx *sdk.ValueContext, cart *pb.Cart, in *pb.AddLineItem) (*emptypb.Empty, error) {
+//			if in.GetQuantity() <= 0 {
+//				return nil, ctx.Fail("Cannot add a quantity of %d of item %s", in.GetQuantity(), in.GetProductId())
+//			}
+//			cart.Items = append(cart.Items, &pb.LineItem{ProductId: in.GetProductId(), Name: in.GetName(), Quantity: in.GetQuantity()})
+//			ctx.Update(cart)
+//			return &emptypb.Empty{}, nil
+//		})
+//		sdk.OnValueCommand(e, "RemoveCart", func(ctx *sdk.ValueContext, _ *pb.Cart, _ *pb.RemoveShoppingCart) (*emptypb.Empty, error) {
+//			ctx.Delete()
+//			return &emptypb.Empty{}, nil
+//		})
+//		...
+//		return e
+//	}
+//
+// and srv.RegisterValueEntity(NewCartEntity()). Several Update and Delete
+// calls in one command collapse into the last.
+//
+// # Actions
+//
+// An action is a stateless service: each call runs a handler, with no key
+// and no stored state. Every gRPC shape is supported, each with its own
+// kind of handler; ActionContext forwards, adds side effects and fails:
+//
+//	a := sdk.NewAction("com.example.cartactions.CartActions")
+//	sdk.OnUnary(a, "Checkout", func(ctx *sdk.ActionContext, in *pb.CheckoutRequest) (*emptypb.Empty, error) {
+//		ctx.Forward(cartService, "RemoveCart", &cartpb.RemoveShoppingCart{UserId: in.GetUserId()})
+//		return nil, nil
+//	})
+//	sdk.OnServerStream(a, "Countdown", func(ctx *sdk.ActionContext, in *pb.CountdownRequest, send func(*pb.Tick) error) error { ... })
+//	sdk.OnClientStream(a, "AddItems", func(ctx *sdk.ActionContext, recv func() (*pb.AddLineItem, error)) (*pb.Summary, error) { ... })
+//	sdk.OnBidiStream(a, "Echo", func(ctx *sdk.ActionContext, recv func() (*pb.Message, error), send func(*pb.Message) error) error { ... })
+//
+// and srv.RegisterAction(a). recv returns io.EOF when the client has
+// finished. A response is a reply, a forward, a failure or nothing, with the
+// side effects recorded for it: unary and client-streaming calls get one,
+// made when the handler returns (a nil reply means no message); streaming
+// handlers make one per call of send, and effects recorded since the last
+// send go with the next. The call's context (ActionContext.Context) is
+// cancelled when the caller cancels. A handler error that carries a gRPC
+// status ends the call with that status; any other error is a failure.
+//
+// Forward and side-effect targets must be services of the same user
+// function (any entity type); the proxy routes them like client calls.
+//
 // # Failures
 //
-// A handler fails a command by returning an error, usually from
-// CommandContext.Fail; the client receives the error text (gRPC status
-// UNKNOWN through the proxy). Events emitted before a failure are not
-// persisted, and since they were already applied, the failure asks the proxy
-// to restart the entity (rebuild its state from the journal). A panicking
-// handler is recovered: the proxy is told the entity crashed and restarts it.
+// A handler fails a command by returning an error, usually from the
+// context's Fail; the client receives the error text (gRPC status UNKNOWN
+// through the proxy). Events emitted before a failure are not persisted,
+// and since they were already applied, the failure asks the proxy to
+// restart the entity (rebuild its state from the journal). A value entity's
+// failed command stores nothing and its side effects are dropped; an
+// action's failure still carries its side effects, as the protocol
+// requires. A panicking entity handler is recovered: the proxy is told the
+// entity crashed and restarts it; a panicking action handler ends its call
+// with status INTERNAL.
 //
 // # Protocol
 //
@@ -71,12 +132,17 @@
 // after the snapshot, then one command at a time. Each command gets exactly
 // one reply with the events to persist, the client action (reply, forward or
 // failure), side effects, and a snapshot whenever the sequence number crosses
-// a multiple of the WithSnapshotEvery interval. Discovery
+// a multiple of the WithSnapshotEvery interval. Value entities work alike on
+// a cloudstate.valueentity.ValueEntity stream: init carries the stored value
+// (if any) and each reply an update or delete of it. Each action call is one
+// call of cloudstate.action.ActionProtocol of the same streaming shape; a
+// streamed-in call starts with a command naming the method and carrying the
+// request metadata, followed by one command per client message. Discovery
 // (cloudstate.EntityDiscovery) answers with every registered service, the
 // descriptors of its .proto file and all transitive imports.
 //
 // # Testing
 //
-// Package sdk/testkit runs an entity's handlers through the same command
-// processing as the server, without a proxy or network.
+// Package sdk/testkit runs an entity's or an action's handlers through the
+// same processing as the server, without a proxy or network.
 package sdk

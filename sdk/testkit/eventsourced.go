@@ -8,6 +8,11 @@
 //	cart, err := testkit.NewEventSourced(NewCartEntity(), "user-1")
 //	res, err := testkit.Call[*emptypb.Empty](cart, "AddItem", &pb.AddLineItem{UserId: "user-1", ProductId: "p1", Quantity: 2})
 //	// res.Events holds the ItemAdded event, cart.State() the updated *Cart.
+//
+// Value entities work the same way with NewValueEntity and CallValue; the
+// testkit keeps the stored value. Actions are called with CallAction, in
+// any streaming shape, with a slice of inputs; the result lists every
+// response (reply, forward or failure, with its side effects).
 package testkit
 
 import (
