@@ -1,0 +1,42 @@
+// Command valuecart is the value-entity shopping cart sample: a user
+// function serving com.example.valueentity.shoppingcart.ShoppingCart,
+// whose carts the proxy stores as one value each. It listens on $HOST:$PORT
+// (default 127.0.0.1:8080) for a Cloudstate proxy.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cloudstate-go/cloudstate/samples/valuecart/cart"
+	"github.com/cloudstate-go/cloudstate/sdk"
+)
+
+func main() {
+	if err := run(); err != nil {
+		slog.Error("value cart failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv := sdk.NewServer(sdk.WithServiceName("value-shopping-cart"), sdk.WithServiceVersion("0.1.0"))
+	if err := srv.RegisterValueEntity(cart.New()); err != nil {
+		return err
+	}
+	addr := sdk.Addr()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	slog.Info("value cart user function listening", "addr", lis.Addr().String())
+	return srv.Serve(ctx, lis)
+}
