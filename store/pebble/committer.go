@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync/atomic"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -262,6 +263,13 @@ func (c *committer) commit() {
 	}
 	// Drop the references so answered requests can be collected.
 	clear(c.reqs)
+	// Each answer hands its caller to the scheduler behind us, and the
+	// committer has nothing to do until they queue their next writes.
+	// Yielding lets them do so before the next gather, so that they share
+	// the next fsync instead of the first of them getting one alone while
+	// the rest queue behind it. Without this, 32 writers on one CPU reach
+	// batches of about 12 instead of 30, and a third of the throughput.
+	runtime.Gosched()
 }
 
 // append adds r's events to batch if they follow the entity's last event.

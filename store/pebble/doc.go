@@ -56,7 +56,10 @@
 //  4. It commits the batch with pebble.Sync: one WAL write and one fsync for
 //     the whole batch.
 //  5. It answers every caller: accepted writes with success (and the new
-//     version), refused ones with store.ErrConflict.
+//     version), refused ones with store.ErrConflict. Then it yields the
+//     processor once, so that the callers it just answered can queue their
+//     next writes before it gathers again (on a busy CPU they would
+//     otherwise run only after the committer has taken a batch of one).
 //
 // While the committer waits for the fsync, new writes pile up in the queue
 // and become the next batch, so the batch size follows the load by itself:

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -390,5 +391,63 @@ func TestMissingPayload(t *testing.T) {
 	}
 	if v, _ := s.GetValue(ctx, "v|1"); v.Version != 0 {
 		t.Fatalf("PutValue(nil) wrote version %d", v.Version)
+	}
+}
+
+// TestCanceledWritesWriteNothing cancels writes at random moments, many of
+// them while queued or in the committer's hands. A write that returns the
+// context's error must have written nothing, and one that succeeds must be
+// stored: there is no "maybe written".
+func TestCanceledWritesWriteNothing(t *testing.T) {
+	s := openTemp(t)
+	const writers, perWriter = 32, 40
+	type outcome struct {
+		key string
+		err error
+	}
+	outcomes := make(chan outcome, writers*perWriter)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for n := range perWriter {
+				// Timeouts from 0 to about two fsyncs, so that some
+				// expire before queueing, some while queued and some
+				// after the committer took the write.
+				timeout := time.Duration((w*perWriter+n)%40) * 10 * time.Microsecond
+				ctx, cancel := context.WithTimeout(t.Context(), timeout)
+				key := fmt.Sprintf("cancel|%d|%d", w, n)
+				_, err := s.PutValue(ctx, key, 0, payloadOf(key))
+				cancel()
+				outcomes <- outcome{key, err}
+			}
+		})
+	}
+	wg.Wait()
+	close(outcomes)
+
+	var ok, canceled int
+	for o := range outcomes {
+		v, err := s.GetValue(t.Context(), o.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case o.err == nil:
+			ok++
+			if v.Version != 1 {
+				t.Fatalf("PutValue(%s) succeeded but the stored version is %d", o.key, v.Version)
+			}
+		case errors.Is(o.err, context.DeadlineExceeded):
+			canceled++
+			if v.Version != 0 {
+				t.Fatalf("PutValue(%s) returned %v but wrote version %d", o.key, o.err, v.Version)
+			}
+		default:
+			t.Fatalf("PutValue(%s): %v", o.key, o.err)
+		}
+	}
+	t.Logf("%d writes succeeded, %d were canceled", ok, canceled)
+	if ok == 0 || canceled == 0 {
+		t.Fatalf("%d writes succeeded and %d were canceled; the test needs both", ok, canceled)
 	}
 }
