@@ -527,3 +527,25 @@ type grpcBidi = interface {
 	Send(*protocol.ActionCommand) error
 	Recv() (*protocol.ActionResponse, error)
 }
+
+func TestActionStreamedHeaderWithPayload(t *testing.T) {
+	// The protocol sends no payload with the header of a streamed-in call;
+	// if a proxy does, the payload is the first message, not lost.
+	client := protocol.NewActionProtocolClient(startServer(t).conn)
+	stream, err := client.HandleStreamedIn(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := header("ClientStream", nil)
+	first.Payload = mustAny(t, single(replyWith("from the header"), effectTo("a")))
+	for _, cmd := range []*protocol.ActionCommand{first, message(t, single(effectTo("b")))} {
+		if err := stream.Send(cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectResponse(t, got, replied(t, "from the header", effects(t, false, "a", "b")...))
+}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/cloudstate-go/cloudstate/sdk"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/counter"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/register"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/steps"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/testpb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -197,5 +199,110 @@ func TestMetadataAccessors(t *testing.T) {
 	}
 	if b, ok := md.GetBytes("BIN"); !ok || b == nil || len(b) != 0 {
 		t.Fatalf("GetBytes = %v, %v", b, ok)
+	}
+}
+
+func TestValueEntityRegistrationErrors(t *testing.T) {
+	get := func(*sdk.ValueContext, *testpb.RegisterState, *testpb.GetRegister) (*testpb.RegisterState, error) {
+		return nil, nil
+	}
+	tests := []struct {
+		name  string
+		build func() sdk.ValueEntityDefinition
+		want  []string
+	}{
+		{"unknown service", func() sdk.ValueEntityDefinition {
+			return sdk.NewValueEntity[*testpb.RegisterState]("no.such.Service", nil)
+		}, []string{`service "no.such.Service" is not in the protobuf registry`}},
+		{"missing handlers and wrong types", func() sdk.ValueEntityDefinition {
+			e := sdk.NewValueEntity[*testpb.RegisterState](register.ServiceName, nil)
+			sdk.OnValueCommand(e, "Get", get)
+			sdk.OnValueCommand(e, "Get", get)
+			sdk.OnValueCommand(e, "Boom", get)
+			return e
+		}, []string{
+			"command Get: handler set twice",
+			"command Boom: reply type is cloudstate.sdktest.RegisterState, the method returns google.protobuf.Empty",
+			"command Process: no handler",
+		}},
+		{"streaming method", func() sdk.ValueEntityDefinition {
+			e := sdk.NewValueEntity[*testpb.RegisterState](steps.ServiceName, nil)
+			sdk.OnValueCommand(e, "ServerStream", func(*sdk.ValueContext, *testpb.RegisterState, *testpb.StepRequest) (*testpb.StepReply, error) {
+				return nil, nil
+			})
+			return e
+		}, []string{"command ServerStream: streaming methods are not supported by value entities"}},
+		{"options", func() sdk.ValueEntityDefinition {
+			e := sdk.NewValueEntity[*testpb.RegisterState](register.ServiceName, nil, sdk.WithSnapshotEvery(3), sdk.WithPassivationTimeout(-1))
+			return e
+		}, []string{"WithSnapshotEvery does not apply to value entities", "passivation timeout -1ns must not be negative"}},
+		{"interface state type", func() sdk.ValueEntityDefinition {
+			return sdk.NewValueEntity[proto.Message](register.ServiceName, nil)
+		}, []string{"is an interface, not a generated message type"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := sdk.NewServer().RegisterValueEntity(tt.build())
+			if err == nil {
+				t.Fatal("registration succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestActionRegistrationErrors(t *testing.T) {
+	unary := func(*sdk.ActionContext, *testpb.StepRequest) (*testpb.StepReply, error) { return nil, nil }
+	a := sdk.NewAction(steps.ServiceName)
+	sdk.OnUnary(a, "Unary", unary)
+	sdk.OnUnary(a, "Unary", unary)
+	sdk.OnUnary(a, "ServerStream", unary)
+	sdk.OnBidiStream(a, "ClientStream", func(*sdk.ActionContext, func() (*testpb.StepRequest, error), func(*testpb.StepReply) error) error {
+		return nil
+	})
+	sdk.OnClientStream(a, "ClientStream", func(*sdk.ActionContext, func() (*testpb.CallRequest, error)) (*testpb.StepReply, error) {
+		return nil, nil
+	})
+	sdk.OnUnary(a, "Nope", unary)
+	sdk.OnUnary[*testpb.CallRequest, *testpb.StepReply](a, "Call", nil)
+	err := sdk.NewServer().RegisterAction(a)
+	if err == nil {
+		t.Fatal("registration succeeded")
+	}
+	for _, w := range []string{
+		"method Unary: handler set twice",
+		"method ServerStream is server-streaming, so its handler must be set with OnServerStream, not OnUnary",
+		"method ClientStream is client-streaming, so its handler must be set with OnClientStream, not OnBidiStream",
+		"method ClientStream: input type is cloudstate.sdktest.CallRequest, the method takes cloudstate.sdktest.StepRequest",
+		"method Nope: service cloudstate.sdktest.Steps has no such method",
+		"method Call: handler must not be nil",
+		"method BidiStream: no handler",
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
+	}
+	if err := sdk.NewServer().RegisterAction(nil); err == nil {
+		t.Fatal("a nil action was accepted")
+	}
+}
+
+func TestRegisterTheSameServiceTwiceAcrossTypes(t *testing.T) {
+	srv := sdk.NewServer()
+	if err := srv.RegisterAction(steps.New(steps.Hooks{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.RegisterValueEntity(register.New()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.RegisterAction(steps.New(steps.Hooks{})); err == nil || !strings.Contains(err.Error(), "already registered") {
+		t.Fatalf("second registration: %v", err)
+	}
+	if err := srv.RegisterValueEntity(register.New()); err == nil || !strings.Contains(err.Error(), "already registered") {
+		t.Fatalf("second registration: %v", err)
 	}
 }
