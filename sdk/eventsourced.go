@@ -57,9 +57,10 @@ func WithPersistenceID(id string) EntityOption {
 	}
 }
 
-// WithSnapshotEvery makes the entity attach a snapshot to the reply whose
-// events take its sequence number across a multiple of n. Zero (the default)
-// never snapshots. Snapshots need OnSnapshot.
+// WithSnapshotEvery makes an event-sourced entity attach a snapshot to the
+// reply whose events take its sequence number across a multiple of n. Zero
+// (the default) never snapshots. Snapshots need OnSnapshot; value entities
+// refuse this option.
 func WithSnapshotEvery(n int) EntityOption {
 	return func(c *entityConfig) {
 		if n < 0 {
