@@ -125,7 +125,7 @@ func (r *report) markdown() string {
 	}
 
 	b.WriteString("\n## CPU per call\n\n")
-	b.WriteString("CPU time (user + system, from `/proc/<pid>/stat`, 10 ms ticks) each process used over the measured window, divided by the calls made. *Cores busy*: the CPU these processes used over the window, then what the rest of the machine used (from `/proc/stat`), in cores; a large second number means something else was running and the row is noisy.\n\n")
+	b.WriteString("CPU time (user + system, from `/proc/<pid>/stat`, 10 ms ticks) each process used over the measured window, divided by the calls made. *Cores busy*: the CPU these processes used over the window, then what the rest of the machine used (from `/proc/stat`, without interrupt and softirq time), in cores; a large second number means something else was running and the row is noisy.\n\n")
 	b.WriteString("| scenario | clients | CPU per call | cores busy: ours / others |\n| --- | ---: | --- | ---: |\n")
 	for _, l := range r.loads {
 		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", l.sc.title, l.r.Clients, l.cpuText(), l.coresBusy())
