@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/cloudstate-go/cloudstate/internal/storecli"
-	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 	"github.com/cloudstate-go/cloudstate/internal/testenv"
+	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 	"github.com/cloudstate-go/cloudstate/store/pebble"
 	"github.com/cloudstate-go/cloudstate/store/postgres"
 )

@@ -21,7 +21,7 @@ import (
 // shared test server cannot allow.
 type pgServer struct {
 	binDir string
-	dir    string   // holds data/ and the server's log and socket
+	dir    string // holds data/ and the server's log and socket
 	port   int
 	runAs  []string // command prefix to run as the postgres user, when root
 }
