@@ -35,6 +35,9 @@ type benchConfig struct {
 	Facts     bool
 	StartRuns int
 	RSSCarts  int
+	// Rounds is how many times every scenario is measured at every
+	// client count, interleaved; the report shows the median round.
+	Rounds int
 	// QuietWait, when positive, is how long to wait before each
 	// measurement for the machine to go quiet (see waitQuiet).
 	QuietWait time.Duration
@@ -69,6 +72,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Out, "out", "bench/results.md", "markdown file to write the results to (empty: stdout only)")
 	fs.IntVar(&cfg.StartRuns, "start-runs", 5, "proxy starts for the start-to-ready measurement")
 	fs.IntVar(&cfg.RSSCarts, "rss-carts", 10000, "distinct carts made active before reading the proxy's memory")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds of measurements; each round runs every scenario at every client count, and the report shows the median")
 	fs.DurationVar(&cfg.QuietWait, "quiet-wait", 0, "before each measurement, wait up to this long for the machine's other processes to use under 0.2 cores (0: don't wait)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -156,6 +160,9 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*report
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Rounds < 1 {
+		return nil, fmt.Errorf("--rounds %d must be at least 1", cfg.Rounds)
+	}
 	if _, err := os.Stat(filepath.Join(cfg.Repo, "cmd", "cloudstate")); err != nil {
 		return nil, fmt.Errorf("run bench from the repository root, or pass --repo: %w", err)
 	}
@@ -174,23 +181,111 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*report
 	if err := b.build(ctx, sel); err != nil {
 		return nil, err
 	}
-	rep := &report{meta: b.meta(), clients: cfg.Clients}
-	for _, st := range stacks {
-		var mine []scenario
-		for _, s := range sel {
-			if s.stack == st.name {
-				mine = append(mine, s)
-			}
-		}
-		facts := cfg.Facts && st.name == cartStack
-		if len(mine) == 0 && !facts {
-			continue
-		}
-		if err := b.runStack(ctx, st, mine, facts, rep); err != nil {
+	rep := &report{meta: b.meta(), rounds: cfg.Rounds}
+	if err := b.load(ctx, sel, rep); err != nil {
+		return nil, err
+	}
+	if cfg.Facts {
+		if err := b.facts(ctx, rep); err != nil {
 			return nil, err
 		}
 	}
 	return rep, nil
+}
+
+// stackUp is a running stack: where its calls go and which processes
+// serve them.
+type stackUp struct {
+	addr     string
+	servers  []watched
+	children []*child // newest last
+}
+
+// stop stops the stack's processes, newest first.
+func (u *stackUp) stop() {
+	for i := len(u.children) - 1; i >= 0; i-- {
+		u.children[i].stop(stopGrace)
+	}
+}
+
+// load starts every stack the scenarios need, all at once, and measures
+// the scenarios in rounds: each round runs every scenario at every client
+// count. Interleaving the floor with the proxied scenarios, rather than
+// running each many times in a row, means a slow spell of the machine
+// hits both sides of a ratio alike. Idle stacks cost next to nothing.
+func (b *bench) load(ctx context.Context, sel []scenario, rep *report) error {
+	ups := map[string]*stackUp{}
+	defer func() {
+		for _, u := range ups {
+			u.stop()
+		}
+	}()
+	for _, st := range stacks {
+		if !slices.ContainsFunc(sel, func(s scenario) bool { return s.stack == st.name }) {
+			continue
+		}
+		u, err := b.up(ctx, st)
+		if err != nil {
+			return err
+		}
+		ups[st.name] = u
+	}
+	for round := 1; round <= b.cfg.Rounds; round++ {
+		for _, s := range sel {
+			for _, n := range b.cfg.Clients {
+				row, err := b.measure(ctx, ups[s.stack], s, n)
+				if err != nil {
+					return fmt.Errorf("round %d, scenario %s with %d clients: %w", round, s.name, n, err)
+				}
+				row.round = round
+				b.logf("round %d  %-6s %3d clients: %8.0f ops/s  p50 %s  p99 %s  errors %s  CPU/call %s  cores busy %s",
+					round, s.name, n, row.r.OpsPerSec(), fmtDur(row.r.P50), fmtDur(row.r.P99), errorsText(row.r.Errors), row.cpuText(), row.coresBusy())
+				rep.loads = append(rep.loads, row)
+			}
+		}
+	}
+	return nil
+}
+
+// up starts st: the echo server, or its user function and a proxy in
+// front of it.
+func (b *bench) up(ctx context.Context, st stack) (*stackUp, error) {
+	if st.function == "" {
+		echo, addr, err := b.startEcho(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &stackUp{addr: addr, servers: []watched{{"echo server", echo.pid()}}, children: []*child{echo}}, nil
+	}
+	fn, fnPort, err := b.startFunction(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	proxy, addr, _, err := b.startProxy(ctx, st, fnPort)
+	if err != nil {
+		fn.stop(stopGrace)
+		return nil, err
+	}
+	return &stackUp{
+		addr:     addr,
+		servers:  []watched{{"proxy", proxy.pid()}, {"function", fn.pid()}},
+		children: []*child{fn, proxy},
+	}, nil
+}
+
+// facts measures the proxy's start-to-ready time and memory on a fresh
+// user function, after every load stack has stopped.
+func (b *bench) facts(ctx context.Context, rep *report) error {
+	st, _ := findStack(cartStack)
+	fn, fnPort, err := b.startFunction(ctx, st)
+	if err != nil {
+		return err
+	}
+	defer fn.stop(stopGrace)
+	if err := b.startFacts(ctx, st, fnPort, rep); err != nil {
+		return err
+	}
+	return b.memoryFacts(ctx, st, fnPort, fn, rep)
 }
 
 // build compiles the proxy and every user function the run needs.
@@ -229,82 +324,36 @@ func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.progress, "bench: "+format+"\n", args...)
 }
 
-// runStack starts st, measures its scenarios at every client count (and
-// the proxy's facts when asked), then stops it.
-func (b *bench) runStack(ctx context.Context, st stack, sel []scenario, facts bool, rep *report) error {
-	if st.function == "" {
-		echo, addr, err := b.startEcho(ctx)
-		if err != nil {
-			return err
-		}
-		defer echo.stop(stopGrace)
-		return b.measure(ctx, addr, sel, []watched{{"echo server", echo.pid()}}, rep)
+// measure runs scenario s with n clients against u, and reads the CPU
+// time u's servers and this client used in the measured window.
+func (b *bench) measure(ctx context.Context, u *stackUp, s scenario, n int) (loadRow, error) {
+	carts := s.carts
+	if b.cfg.Carts > 0 {
+		carts = b.cfg.Carts
 	}
-	fn, fnPort, err := b.startFunction(ctx, st)
+	if err := b.waitQuiet(ctx); err != nil {
+		return loadRow{}, err
+	}
+	for _, c := range u.children {
+		if c.exited() {
+			return loadRow{}, c.failure("exited during the run")
+		}
+	}
+	meter := &cpuMeter{procs: append(slices.Clone(u.servers), watched{"client", os.Getpid()})}
+	r, err := Run(ctx, RunConfig{
+		Target: u.addr, Method: s.method, Clients: n, Conns: 1,
+		Duration: b.cfg.Duration, Warmup: b.cfg.Warmup,
+		Carts: carts, Payload: s.payload,
+		OnWindow: meter.mark,
+	})
 	if err != nil {
-		return err
+		return loadRow{}, err
 	}
-	defer fn.stop(stopGrace)
-	if len(sel) > 0 {
-		proxy, addr, _, err := b.startProxy(ctx, st, fnPort)
-		if err != nil {
-			return err
-		}
-		err = b.measure(ctx, addr, sel, []watched{{"proxy", proxy.pid()}, {"function", fn.pid()}}, rep)
-		// Stop it now so the facts below run on a quiet machine.
-		proxy.stop(stopGrace)
-		if err != nil {
-			return err
-		}
-		if proxy.waitErr != nil {
-			b.logf("warning: the load proxy exited with %v; its last output:\n%s", proxy.waitErr, indent(proxy.log.lastLines(10)))
-		}
+	cpu, err := meter.result(r.Ops + r.ErrorCount())
+	if err != nil {
+		return loadRow{}, err
 	}
-	if facts {
-		if err := b.startFacts(ctx, st, fnPort, rep); err != nil {
-			return err
-		}
-		if err := b.memoryFacts(ctx, st, fnPort, fn, rep); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// measure runs each scenario at each client count against addr, and
-// reads the CPU time the servers and this client used in each window.
-func (b *bench) measure(ctx context.Context, addr string, sel []scenario, servers []watched, rep *report) error {
-	procs := append(slices.Clone(servers), watched{"client", os.Getpid()})
-	for _, s := range sel {
-		carts := s.carts
-		if b.cfg.Carts > 0 {
-			carts = b.cfg.Carts
-		}
-		for _, n := range b.cfg.Clients {
-			if err := b.waitQuiet(ctx); err != nil {
-				return err
-			}
-			meter := &cpuMeter{procs: procs}
-			r, err := Run(ctx, RunConfig{
-				Target: addr, Method: s.method, Clients: n, Conns: 1,
-				Duration: b.cfg.Duration, Warmup: b.cfg.Warmup,
-				Carts: carts, Payload: s.payload,
-				OnWindow: meter.mark,
-			})
-			if err != nil {
-				return fmt.Errorf("scenario %s with %d clients: %w", s.name, n, err)
-			}
-			cpu, err := meter.result(r.Ops + r.ErrorCount())
-			if err != nil {
-				return fmt.Errorf("scenario %s with %d clients: %w", s.name, n, err)
-			}
-			row := loadRow{sc: s, r: r, cpu: cpu, others: meter.others()}
-			b.logf("%-6s %3d clients: %8.0f ops/s  p50 %s  p99 %s  errors %s  CPU/call %s  cores busy %s",
-				s.name, n, r.OpsPerSec(), fmtDur(r.P50), fmtDur(r.P99), errorsText(r.Errors), row.cpuText(), row.coresBusy())
-			rep.loads = append(rep.loads, row)
-		}
-	}
-	return nil
+	return loadRow{sc: s, r: r, cpu: cpu, others: meter.others()}, nil
 }
 
 // quietCores is the CPU, in cores, the rest of the machine may use for it
@@ -553,6 +602,6 @@ func (b *bench) meta() [][2]string {
 		{"commit", commit},
 		{"go", runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH},
 		{"cpu", fmt.Sprintf("%s, %d logical cores (client, proxy and function share them)", cpu, runtime.NumCPU())},
-		{"load", fmt.Sprintf("%v measured after %v warmup per row; closed loop, every client on one connection", b.cfg.Duration, b.cfg.Warmup)},
+		{"load", fmt.Sprintf("%v measured after %v warmup per row, %d round(s) interleaved; closed loop, every client on one connection", b.cfg.Duration, b.cfg.Warmup, b.cfg.Rounds)},
 	}
 }

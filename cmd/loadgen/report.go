@@ -9,18 +9,19 @@ import (
 
 // report is everything one bench run measured.
 type report struct {
-	meta    [][2]string
-	clients []int
-	loads   []loadRow
-	starts  []startRun
-	memory  memoryFacts
+	meta   [][2]string
+	rounds int
+	loads  []loadRow // in the order measured
+	starts []startRun
+	memory memoryFacts
 }
 
 // loadRow is one scenario at one client count.
 type loadRow struct {
-	sc  scenario
-	r   Result
-	cpu []procCPU // servers' and client's CPU over the window; nil if unread
+	sc    scenario
+	round int // 1-based
+	r     Result
+	cpu   []procCPU // servers' and client's CPU over the window; nil if unread
 	// others is the CPU the rest of the machine used over the window.
 	others time.Duration
 }
@@ -81,14 +82,96 @@ const (
 	targetHighClients = 32
 )
 
-// find returns the row of scenario name at n clients.
-func (r *report) find(name string, n int) (Result, bool) {
+// rowGroup is every round of one scenario at one client count.
+type rowGroup struct {
+	sc      scenario
+	clients int
+	rows    []loadRow // in round order
+}
+
+// groups gathers the rows by scenario and client count, in the order
+// first measured.
+func (r *report) groups() []rowGroup {
+	var out []rowGroup
 	for _, l := range r.loads {
-		if l.sc.name == name && l.r.Clients == n {
-			return l.r, true
+		i := slices.IndexFunc(out, func(g rowGroup) bool { return g.sc.name == l.sc.name && g.clients == l.r.Clients })
+		if i < 0 {
+			out = append(out, rowGroup{sc: l.sc, clients: l.r.Clients})
+			i = len(out) - 1
+		}
+		out[i].rows = append(out[i].rows, l)
+	}
+	return out
+}
+
+// median returns the round with the median ops/s (the lower one of the
+// two middle rounds when there is an even number).
+func (g rowGroup) median() loadRow {
+	rows := slices.Clone(g.rows)
+	slices.SortStableFunc(rows, func(a, b loadRow) int { return cmpFloat(a.r.OpsPerSec(), b.r.OpsPerSec()) })
+	return rows[(len(rows)-1)/2]
+}
+
+// opsRange is "min–max" ops/s over the rounds.
+func (g rowGroup) opsRange() string {
+	lo, hi := g.rows[0].r.OpsPerSec(), g.rows[0].r.OpsPerSec()
+	for _, l := range g.rows[1:] {
+		lo, hi = min(lo, l.r.OpsPerSec()), max(hi, l.r.OpsPerSec())
+	}
+	return fmt.Sprintf("%.0f–%.0f", lo, hi)
+}
+
+// pairedRatios compares scenario name with the floor at n clients round by
+// round, so both sides of each ratio were measured close together. It
+// returns p50 ratios (row / floor) and ops/s ratios (row / floor), one per
+// round in which both were measured.
+func (r *report) pairedRatios(name string, n int) (p50, ops []float64) {
+	for _, l := range r.loads {
+		if l.sc.name != name || l.r.Clients != n {
+			continue
+		}
+		for _, f := range r.loads {
+			if f.sc.name == floorScenario && f.r.Clients == n && f.round == l.round {
+				if f.r.P50 > 0 {
+					p50 = append(p50, float64(l.r.P50)/float64(f.r.P50))
+				}
+				if f.r.OpsPerSec() > 0 {
+					ops = append(ops, l.r.OpsPerSec()/f.r.OpsPerSec())
+				}
+			}
 		}
 	}
-	return Result{}, false
+	return p50, ops
+}
+
+// medianFloat returns the lower median of xs, which must not be empty.
+func medianFloat(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+// spread is " (rounds: a, b, c)" for several values, formatted by f, or
+// "" for one.
+func spread(xs []float64, f func(float64) string) string {
+	if len(xs) < 2 {
+		return ""
+	}
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = f(x)
+	}
+	return " (rounds: " + strings.Join(parts, ", ") + ")"
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // median returns the nearest-rank median of ds.
@@ -109,26 +192,34 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "- %s: %s\n", m[0], m[1])
 	}
 
+	groups := r.groups()
 	b.WriteString("\n## Load\n\n")
-	b.WriteString("Ratios compare each row with the echo floor at the same client count.\n\n")
-	b.WriteString("| scenario | clients | ops/s | p50 | p90 | p99 | max | errors | p50 / floor | ops/s / floor |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
-	for _, l := range r.loads {
+	fmt.Fprintf(&b, "Each row is the median round by ops/s of %d; *ops/s range* spans all rounds. The ratios compare each row with the echo floor at the same client count, round by round, and give the median of those per-round ratios.\n\n", r.rounds)
+	b.WriteString("| scenario | clients | ops/s | ops/s range | p50 | p90 | p99 | max | errors | p50 / floor | ops/s / floor |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
+	for _, g := range groups {
+		m := g.median()
 		p50Ratio, opsRatio := "—", "—"
-		if floor, ok := r.find(floorScenario, l.r.Clients); ok && l.sc.name != floorScenario {
-			p50Ratio = ratioText(l.r.P50, floor.P50)
-			opsRatio = percentText(l.r.OpsPerSec(), floor.OpsPerSec())
+		if g.sc.name != floorScenario {
+			p50s, opss := r.pairedRatios(g.sc.name, g.clients)
+			if len(p50s) > 0 {
+				p50Ratio = fmt.Sprintf("%.2f×", medianFloat(p50s))
+			}
+			if len(opss) > 0 {
+				opsRatio = fmt.Sprintf("%.1f %%", medianFloat(opss)*100)
+			}
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
-			l.sc.title, l.r.Clients, l.r.OpsPerSec(), fmtDur(l.r.P50), fmtDur(l.r.P90), fmtDur(l.r.P99),
-			fmtDur(l.r.Max), errorsText(l.r.Errors), p50Ratio, opsRatio)
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			g.sc.title, g.clients, m.r.OpsPerSec(), g.opsRange(), fmtDur(m.r.P50), fmtDur(m.r.P90), fmtDur(m.r.P99),
+			fmtDur(m.r.Max), errorsText(m.r.Errors), p50Ratio, opsRatio)
 	}
 
 	b.WriteString("\n## CPU per call\n\n")
-	b.WriteString("CPU time (user + system, from `/proc/<pid>/stat`, 10 ms ticks) each process used over the measured window, divided by the calls made. *Cores busy*: the CPU these processes used over the window, then what the rest of the machine used (from `/proc/stat`, without interrupt and softirq time), in cores; a large second number means something else was running and the row is noisy.\n\n")
+	b.WriteString("CPU time (user + system, from `/proc/<pid>/stat`, 10 ms ticks) each process used over the measured window of the median round, divided by the calls made. *Cores busy*: the CPU these processes used over the window, then what the rest of the machine used (from `/proc/stat`, without interrupt and softirq time), in cores; a large second number means something else was running and the row is noisy.\n\n")
 	b.WriteString("| scenario | clients | CPU per call | cores busy: ours / others |\n| --- | ---: | --- | ---: |\n")
-	for _, l := range r.loads {
-		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", l.sc.title, l.r.Clients, l.cpuText(), l.coresBusy())
+	for _, g := range groups {
+		m := g.median()
+		fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", g.sc.title, g.clients, m.cpuText(), m.coresBusy())
 	}
 
 	b.WriteString("\n## Targets\n\n")
@@ -178,25 +269,22 @@ func (r *report) targets() []targetRow {
 		return "**no**"
 	}
 	var rows []targetRow
-
 	what := fmt.Sprintf("AddItem p50 / echo p50, %d client", targetLowClients)
 	limit := fmt.Sprintf("≤ %.1f×", targetP50Ratio)
-	es, ok1 := r.find(cartScenario, targetLowClients)
-	floor, ok2 := r.find(floorScenario, targetLowClients)
-	if ok1 && ok2 && floor.P50 > 0 {
-		ratio := float64(es.P50) / float64(floor.P50)
-		rows = append(rows, targetRow{what, fmt.Sprintf("%.2f× (%s / %s)", ratio, fmtDur(es.P50), fmtDur(floor.P50)), limit, verdict(ratio <= targetP50Ratio)})
+	times := func(x float64) string { return fmt.Sprintf("%.2f×", x) }
+	if p50s, _ := r.pairedRatios(cartScenario, targetLowClients); len(p50s) > 0 {
+		m := medianFloat(p50s)
+		rows = append(rows, targetRow{what, times(m) + spread(p50s, times), limit, verdict(m <= targetP50Ratio)})
 	} else {
 		rows = append(rows, notMeasured(what, limit))
 	}
 
 	what = fmt.Sprintf("AddItem ops/s / echo ops/s, %d clients", targetHighClients)
 	limit = fmt.Sprintf("≥ %.0f %%", targetOpsRatio*100)
-	es, ok1 = r.find(cartScenario, targetHighClients)
-	floor, ok2 = r.find(floorScenario, targetHighClients)
-	if ok1 && ok2 && floor.OpsPerSec() > 0 {
-		ratio := es.OpsPerSec() / floor.OpsPerSec()
-		rows = append(rows, targetRow{what, fmt.Sprintf("%.1f %% (%.0f / %.0f)", ratio*100, es.OpsPerSec(), floor.OpsPerSec()), limit, verdict(ratio >= targetOpsRatio)})
+	pct := func(x float64) string { return fmt.Sprintf("%.1f %%", x*100) }
+	if _, opss := r.pairedRatios(cartScenario, targetHighClients); len(opss) > 0 {
+		m := medianFloat(opss)
+		rows = append(rows, targetRow{what, pct(m) + spread(opss, pct), limit, verdict(m >= targetOpsRatio)})
 	} else {
 		rows = append(rows, notMeasured(what, limit))
 	}
@@ -222,20 +310,4 @@ func (r *report) targets() []targetRow {
 		rows = append(rows, notMeasured(what, limit))
 	}
 	return rows
-}
-
-// ratioText is a/b as "1.83×".
-func ratioText(a, b time.Duration) string {
-	if b <= 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.2f×", float64(a)/float64(b))
-}
-
-// percentText is a/b as "45.2 %".
-func percentText(a, b float64) string {
-	if b <= 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.1f %%", a/b*100)
 }
