@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,11 @@ type Config struct {
 	LogLevel string
 	// LogFormat is text or json (--log-format).
 	LogFormat string
+	// CORSAllowedOrigins are the origins browsers may call the HTTP side
+	// (HTTP/JSON, gRPC-Web, Connect) from: a comma-separated list such as
+	// "https://shop.example.com,http://localhost:3000", or "*" for any.
+	// Empty, the default, leaves CORS off (--cors-allowed-origins).
+	CORSAllowedOrigins string
 }
 
 // logLevels maps the accepted values of Config.LogLevel to slog levels.
@@ -131,6 +137,18 @@ func (c Config) UserFunctionAddr() string {
 	return net.JoinHostPort(c.UserFunctionHost, strconv.Itoa(c.UserFunctionPort))
 }
 
+// CORSOrigins returns the entries of CORSAllowedOrigins, or nil when CORS
+// is off.
+func (c Config) CORSOrigins() []string {
+	var out []string
+	for _, o := range strings.Split(c.CORSAllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // Logger returns a logger writing to w at c's level and format. An invalid
 // level or format (c was not validated) falls back to info and text.
 func (c Config) Logger(w io.Writer) *slog.Logger {
@@ -165,6 +183,22 @@ func checkHost(h string) error {
 		// A colon is only valid inside an IPv6 address; anything else is
 		// most likely host:port, and the port has its own setting.
 		return fmt.Errorf("%q is not a host name or IP address (give the port separately; IPv6 without brackets)", h)
+	}
+	return nil
+}
+
+// checkOrigins accepts "*" and origins of the form scheme://host[:port],
+// which is what browsers send in the Origin header.
+func checkOrigins(c Config) error {
+	for _, o := range c.CORSOrigins() {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("%q is not an origin such as https://example.com or http://localhost:3000, or *", o)
+		}
 	}
 	return nil
 }

@@ -192,6 +192,8 @@ func TestInvalidValues(t *testing.T) {
 		{"MailboxZero", func(c *Config) { c.EntityMailboxSize = 0 }, "--entity-mailbox-size: 0 must be greater than 0"},
 		{"LogLevel", func(c *Config) { c.LogLevel = "verbose" }, `--log-level: "verbose" is not one of debug, info, warn, error`},
 		{"LogFormat", func(c *Config) { c.LogFormat = "xml" }, `--log-format: "xml" is not one of text, json`},
+		{"CORSOriginPath", func(c *Config) { c.CORSAllowedOrigins = "https://a.example/app" }, `--cors-allowed-origins: "https://a.example/app" is not an origin such as https://example.com or http://localhost:3000, or *`},
+		{"CORSOriginNoScheme", func(c *Config) { c.CORSAllowedOrigins = "*,a.example" }, `--cors-allowed-origins: "a.example" is not an origin such as https://example.com or http://localhost:3000, or *`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -350,5 +352,31 @@ func TestLogger(t *testing.T) {
 	c.Logger(&buf).Info("hello", "n", 1)
 	if got := buf.String(); !strings.Contains(got, "level=INFO msg=hello n=1") || strings.Contains(got, "dropped") {
 		t.Fatalf("text log = %q", got)
+	}
+}
+
+func TestCORSAllowedOrigins(t *testing.T) {
+	c, err := Load(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CORSOrigins(); got != nil {
+		t.Fatalf("CORS is on by default: %q", got)
+	}
+	for _, tc := range []struct {
+		flag string
+		want []string
+	}{
+		{"*", []string{"*"}},
+		{"https://shop.example.com, http://localhost:3000,", []string{"https://shop.example.com", "http://localhost:3000"}},
+		{"http://127.0.0.1:8000/", []string{"http://127.0.0.1:8000/"}},
+	} {
+		c, err := Load([]string{"--cors-allowed-origins", tc.flag}, nil, nil)
+		if err != nil {
+			t.Fatalf("--cors-allowed-origins %q: %v", tc.flag, err)
+		}
+		if got := c.CORSOrigins(); strings.Join(got, "|") != strings.Join(tc.want, "|") {
+			t.Errorf("--cors-allowed-origins %q: CORSOrigins() = %q, want %q", tc.flag, got, tc.want)
+		}
 	}
 }

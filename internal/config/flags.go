@@ -156,6 +156,12 @@ func (c *Config) settings() []setting {
 			value: lowerValue(&c.LogFormat),
 			check: func() error { return checkOneOf(c.LogFormat, logFormats) },
 		},
+		{
+			name: "cors-allowed-origins", typ: "origins",
+			usage: "origins browsers may call HTTP/JSON, gRPC-Web and Connect from, comma separated, or *; empty turns CORS off",
+			value: stringValue(&c.CORSAllowedOrigins),
+			check: func() error { return checkOrigins(*c) },
+		},
 	}
 }
 
