@@ -1,0 +1,342 @@
+// Package httpapi turns the user function's descriptors and their
+// google.api.http rules into the HTTP surface of the proxy: HTTP/JSON routes
+// (BEHAVIOR.md §10), gRPC-Web and the Connect protocol, all transcoded by
+// connectrpc.com/vanguard into gRPC for one in-process handler.
+//
+// It validates the rules with the reference proxy's checks and messages
+// (HTTP-2), adds the default binding of methods without a rule (HTTP-1),
+// resolves bindings that collide exactly by keeping the last declared, and
+// builds the transcoder. It knows nothing of routing or entities: the
+// handler it is given serves gRPC (application/grpc+proto, uncompressed)
+// at /<service>/<method>.
+//
+// Discovery calls Validate so that a bad rule fails discovery; the ingress
+// calls Compile and Transcoder with the same input, so whatever discovery
+// accepted can be served.
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/vanguard"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// API is the compiled HTTP surface of a set of services. It is immutable
+// and safe for concurrent use.
+type API struct {
+	services []protoreflect.ServiceDescriptor
+	resolver *typeResolver
+	// bindings are the bindings served, in declaration order.
+	bindings []*binding
+}
+
+// Validate reports the first invalid google.api.http rule of the named
+// services, or a set of bindings the transcoder cannot serve. The error
+// names the method and reads as one sentence, fit for reportError.
+func Validate(files []*descriptorpb.FileDescriptorProto, services []string) error {
+	_, err := Compile(files, services)
+	return err
+}
+
+// Compile validates the rules of the named services (fully-qualified
+// names, in declaration order) and prepares their bindings. files must hold
+// every file the services need, imports included, in any order.
+func Compile(files []*descriptorpb.FileDescriptorProto, services []string) (*API, error) {
+	// The transcoder reads rules from the method options. Rules are taken
+	// out of a copy of every file, checked, completed with defaults and
+	// written back, so that it sees exactly the bindings chosen here.
+	copies := make([]*descriptorpb.FileDescriptorProto, len(files))
+	methods := make(map[string]*descriptorpb.MethodDescriptorProto)
+	rules := make(map[string]*annotations.HttpRule)
+	for i, f := range files {
+		c := proto.CloneOf(f)
+		copies[i] = c
+		for _, s := range c.GetService() {
+			for _, m := range s.GetMethod() {
+				full := qualify(c.GetPackage(), s.GetName()) + "." + m.GetName()
+				rule, rest, err := splitOptions(m.GetOptions())
+				if err != nil {
+					return nil, fmt.Errorf("method [%s]: %w", full, err)
+				}
+				m.Options = rest
+				methods[full] = m
+				if rule != nil {
+					rules[full] = rule
+				}
+			}
+		}
+	}
+	reg, err := protodesc.NewFiles(&descriptorpb.FileDescriptorSet{File: copies})
+	if err != nil {
+		return nil, fmt.Errorf("rebuild the descriptors: %w", err)
+	}
+
+	api := &API{}
+	byKey := make(map[string]int) // HTTP method and template key → index in api.bindings
+	for _, name := range services {
+		d, err := reg.FindDescriptorByName(protoreflect.FullName(name))
+		if err != nil {
+			return nil, fmt.Errorf("service [%s] not found in the descriptors: %w", name, err)
+		}
+		sd, ok := d.(protoreflect.ServiceDescriptor)
+		if !ok {
+			return nil, fmt.Errorf("[%s] is not a service", name)
+		}
+		api.services = append(api.services, sd)
+		for i := range sd.Methods().Len() {
+			md := sd.Methods().Get(i)
+			rule, ok := rules[string(md.FullName())]
+			if !ok {
+				rule = defaultRule(md)
+			}
+			bs, err := methodBindings(md, rule)
+			if err != nil {
+				return nil, fmt.Errorf("invalid google.api.http rule of method [%s]: %w", md.FullName(), err)
+			}
+			for _, b := range bs {
+				// When bindings collide, the last declared wins (HTTP-1).
+				key := b.httpMethod + " " + b.tmpl.key()
+				if prev, dup := byKey[key]; dup {
+					api.bindings[prev] = nil
+				}
+				byKey[key] = len(api.bindings)
+				api.bindings = append(api.bindings, b)
+			}
+		}
+	}
+	kept := api.bindings[:0]
+	for _, b := range api.bindings {
+		if b != nil {
+			kept = append(kept, b)
+		}
+	}
+	api.bindings = kept
+
+	// Write the chosen bindings back into the option copies: the first as
+	// the rule, the others as its additional bindings.
+	served := make(map[string]*annotations.HttpRule)
+	for _, b := range api.bindings {
+		full := string(b.method.FullName())
+		r := served[full]
+		if r == nil {
+			served[full] = proto.CloneOf(b.rule)
+			continue
+		}
+		r.AdditionalBindings = append(r.AdditionalBindings, b.rule)
+	}
+	for full, r := range served {
+		m := methods[full]
+		if m.Options == nil {
+			m.Options = new(descriptorpb.MethodOptions)
+		}
+		proto.SetExtension(m.Options, annotations.E_Http, r)
+	}
+	reg, err = protodesc.NewFiles(&descriptorpb.FileDescriptorSet{File: copies})
+	if err != nil {
+		return nil, fmt.Errorf("rebuild the descriptors with their HTTP bindings: %w", err)
+	}
+	for i, sd := range api.services {
+		d, err := reg.FindDescriptorByName(sd.FullName())
+		if err != nil {
+			return nil, fmt.Errorf("service [%s] lost in the rebuilt descriptors: %w", sd.FullName(), err)
+		}
+		api.services[i] = d.(protoreflect.ServiceDescriptor)
+	}
+	api.resolver = &typeResolver{local: dynamicpb.NewTypes(reg)}
+
+	// Whatever passes the checks above must also pass the transcoder's own:
+	// find out now, at discovery, rather than when serving.
+	if _, err := api.Transcoder(Options{Handler: http.NotFoundHandler()}); err != nil {
+		return nil, fmt.Errorf("the HTTP bindings cannot be served: %w", err)
+	}
+	return api, nil
+}
+
+func qualify(pkg, name string) string {
+	if pkg == "" {
+		return name
+	}
+	return pkg + "." + name
+}
+
+// Options configure the transcoder.
+type Options struct {
+	// Handler serves gRPC for every method: POST /<service>/<method> with
+	// content type application/grpc+proto, uncompressed messages, grpc-status
+	// and grpc-message as trailers.
+	Handler http.Handler
+	// NotFound serves requests that match no binding and no method; nil
+	// means a plain 404.
+	NotFound http.Handler
+	// MaxMessageBytes bounds one request or response message; 0 means the
+	// transcoder's default (4 GiB).
+	MaxMessageBytes int
+}
+
+// Transcoder returns an http.Handler serving HTTP/JSON (from the bindings),
+// gRPC-Web, Connect (unary and streaming, JSON or proto) and gRPC over HTTP/2
+// for the API's services, by calling opts.Handler in gRPC.
+func (a *API) Transcoder(opts Options) (http.Handler, error) {
+	svcOpts := []vanguard.ServiceOption{
+		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+		vanguard.WithTargetCodecs(vanguard.CodecProto),
+		vanguard.WithNoTargetCompression(),
+		vanguard.WithTypeResolver(a.resolver),
+	}
+	if opts.MaxMessageBytes > 0 {
+		svcOpts = append(svcOpts, vanguard.WithMaxMessageBufferBytes(uint32(min(opts.MaxMessageBytes, 1<<32-1))))
+	}
+	services := make([]*vanguard.Service, len(a.services))
+	for i, sd := range a.services {
+		services[i] = vanguard.NewServiceWithSchema(sd, opts.Handler)
+	}
+	topts := []vanguard.TranscoderOption{
+		vanguard.WithDefaultServiceOptions(svcOpts...),
+		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec { return newJSONCodec(res) }),
+	}
+	if opts.NotFound != nil {
+		topts = append(topts, vanguard.WithUnknownHandler(opts.NotFound))
+	}
+	t, err := vanguard.NewTranscoder(services, topts...)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// EmptyVariable reports the first path variable left empty by a request
+// with this HTTP method and escaped path, naming it by its field path. Only
+// a path with an empty segment can leave a variable empty; other paths
+// return at once.
+func (a *API) EmptyVariable(httpMethod, path string) (field string, ok bool) {
+	if !strings.Contains(path, "//") && !strings.HasSuffix(path, "/") && !strings.Contains(path, "/:") {
+		return "", false
+	}
+	for i := len(a.bindings) - 1; i >= 0; i-- {
+		b := a.bindings[i]
+		if b.httpMethod != "*" && b.httpMethod != httpMethod {
+			continue
+		}
+		captures, ok := b.tmpl.match(path)
+		if !ok {
+			continue
+		}
+		for j, c := range captures {
+			if c == "" {
+				return strings.Join(b.tmpl.vars[j].fieldPath, "."), true
+			}
+		}
+	}
+	return "", false
+}
+
+// typeResolver resolves the user's types from their own descriptors first
+// and falls back to the types linked into the proxy (for the contents of
+// google.protobuf.Any, such as error details).
+type typeResolver struct {
+	local *dynamicpb.Types
+}
+
+func (r *typeResolver) FindMessageByName(name protoreflect.FullName) (protoreflect.MessageType, error) {
+	if mt, err := r.local.FindMessageByName(name); err == nil {
+		return mt, nil
+	}
+	return protoregistry.GlobalTypes.FindMessageByName(name)
+}
+
+func (r *typeResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	if mt, err := r.local.FindMessageByURL(url); err == nil {
+		return mt, nil
+	}
+	return protoregistry.GlobalTypes.FindMessageByURL(url)
+}
+
+func (r *typeResolver) FindExtensionByName(name protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	if xt, err := r.local.FindExtensionByName(name); err == nil {
+		return xt, nil
+	}
+	return protoregistry.GlobalTypes.FindExtensionByName(name)
+}
+
+func (r *typeResolver) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	if xt, err := r.local.FindExtensionByNumber(message, field); err == nil {
+		return xt, nil
+	}
+	return protoregistry.GlobalTypes.FindExtensionByNumber(message, field)
+}
+
+// jsonCodec is the proto3 JSON mapping as the reference proxy prints it
+// (HTTP-7): lowerCamelCase names, default-valued scalars and empty lists
+// included, unset messages omitted, no whitespace. Input accepts JSON and
+// original field names and rejects unknown fields (HTTP-5).
+type jsonCodec struct {
+	vanguard.JSONCodec
+}
+
+func newJSONCodec(res vanguard.TypeResolver) *jsonCodec {
+	return &jsonCodec{JSONCodec: vanguard.JSONCodec{
+		MarshalOptions:   protojson.MarshalOptions{Resolver: res, EmitDefaultValues: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{Resolver: res},
+	}}
+}
+
+// MarshalAppend marshals msg without insignificant whitespace: protojson
+// may add spaces after separators, and clients compare bodies exactly.
+func (c *jsonCodec) MarshalAppend(base []byte, msg proto.Message) ([]byte, error) {
+	out, err := c.JSONCodec.MarshalAppend(base, msg)
+	if err != nil {
+		return nil, err
+	}
+	return compactFrom(out, len(base))
+}
+
+// MarshalAppendField marshals one field of msg, for response_body.
+func (c *jsonCodec) MarshalAppendField(base []byte, msg proto.Message, field protoreflect.FieldDescriptor) ([]byte, error) {
+	out, err := c.JSONCodec.MarshalAppendField(base, msg, field)
+	if err != nil {
+		return nil, err
+	}
+	return compactFrom(out, len(base))
+}
+
+// Unmarshal decodes a request body; a body that is not valid JSON for the
+// message is the client's mistake (INVALID_ARGUMENT).
+func (c *jsonCodec) Unmarshal(data []byte, msg proto.Message) error {
+	if err := c.JSONCodec.Unmarshal(data, msg); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return nil
+}
+
+// UnmarshalField decodes a request body bound to one field (body: "field").
+func (c *jsonCodec) UnmarshalField(data []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
+	if err := c.JSONCodec.UnmarshalField(data, msg, field); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return nil
+}
+
+// compactFrom removes insignificant whitespace from b[start:].
+func compactFrom(b []byte, start int) ([]byte, error) {
+	if bytes.IndexByte(b[start:], ' ') < 0 {
+		return b, nil
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b[start:]); err != nil {
+		return nil, err
+	}
+	return append(b[:start], buf.Bytes()...), nil
+}
