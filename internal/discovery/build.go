@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/cloudstate-go/cloudstate/internal/httpapi"
 	"github.com/cloudstate-go/cloudstate/protocol"
 )
 
@@ -119,6 +120,10 @@ func Build(spec *protocol.EntitySpec, opts BuildOptions) (*Model, error) {
 		model.ServiceNames = append(model.ServiceNames, name)
 	}
 	slices.Sort(model.ServiceNames)
+	// An HTTP rule the proxy cannot serve fails discovery (BEHAVIOR.md DISC-4, HTTP-2).
+	if err := httpapi.Validate(model.FileProtos, model.ServiceNames); err != nil {
+		return nil, invalidf("The HTTP API cannot be served: %v", err)
+	}
 	return model, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -479,6 +480,21 @@ func TestBuildErrors(t *testing.T) {
 					entity(ValueEntity, "com.example.more.Cart3", ""))
 			},
 			want: "Services [com.example.more.Cart2] and [com.example.more.Cart3] both declare persistence id []; each value entity needs its own persistence id",
+		},
+		{
+			name: "HTTP rule the proxy cannot serve",
+			spec: func(t *testing.T) *protocol.EntitySpec {
+				return withCart(t, EventSourced, func(f *descriptorpb.FileDescriptorProto) {
+					opts := &descriptorpb.MethodOptions{}
+					proto.SetExtension(opts, annotations.E_Http, &annotations.HttpRule{
+						Pattern: &annotations.HttpRule_Get{Get: "/carts/{user_id}"},
+						Body:    "nope",
+					})
+					f.Service[0].Method[1].Options = opts
+				})
+			},
+			want: "The HTTP API cannot be served: invalid google.api.http rule of method [com.example.cart.ShoppingCart.GetCart]: " +
+				"HTTP API Config: Body configured to [nope] but that field does not exist on input type.",
 		},
 		{
 			name: "service listed twice",
