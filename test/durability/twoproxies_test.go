@@ -43,7 +43,7 @@ func TestTwoProxiesOneCart(t *testing.T) {
 		cart        = "shared"
 		writers     = 4 // per proxy
 		perWriter   = 60
-		maxAttempts = 50
+		maxAttempts = 200
 	)
 	type outcome struct {
 		product  string
