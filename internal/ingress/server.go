@@ -29,7 +29,10 @@ import (
 type Options struct {
 	// MaxRecvMsgSize bounds a request message, in bytes.
 	MaxRecvMsgSize int
-	Log            *slog.Logger
+	// CORSAllowedOrigins are the origins browsers may call the HTTP side
+	// from ("*" for any); none turns CORS off.
+	CORSAllowedOrigins []string
+	Log                *slog.Logger
 }
 
 // Server serves the public port. Until SetRouter is called, user services
@@ -39,6 +42,10 @@ type Server struct {
 	grpc   *grpc.Server
 	http   *http.Server
 	router atomic.Pointer[route.Router]
+	// api serves HTTP/JSON, gRPC-Web and Connect for the router (http.go).
+	api    atomic.Pointer[httpAPI]
+	maxMsg int
+	cors   *corsPolicy
 	// notReady is the reason the proxy is not ready; empty when it is.
 	notReady atomic.Pointer[string]
 }
@@ -48,7 +55,7 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{log: opts.Log}
+	s := &Server{log: opts.Log, maxMsg: opts.MaxRecvMsgSize, cors: newCORSPolicy(opts.CORSAllowedOrigins)}
 	s.SetNotReady("the user function has not been discovered yet")
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(newRawCodec()),
@@ -60,8 +67,16 @@ func New(opts Options) *Server {
 	return s
 }
 
-// SetRouter makes the discovered services callable.
-func (s *Server) SetRouter(r *route.Router) { s.router.Store(r) }
+// SetRouter makes the discovered services callable, over gRPC and over the
+// HTTP side (HTTP/JSON, gRPC-Web, Connect).
+func (s *Server) SetRouter(r *route.Router) {
+	api := newHTTPAPI(r, s.maxMsg, s.log)
+	if api.err != nil {
+		s.log.Error("HTTP/JSON, gRPC-Web and Connect are unavailable: the HTTP API could not be built", "err", api.err)
+	}
+	s.api.Store(api)
+	s.router.Store(r)
+}
 
 // SetReady marks the proxy ready.
 func (s *Server) SetReady() { s.notReady.Store(nil) }
@@ -268,8 +283,8 @@ func validHeaderName(k string) bool {
 	return true
 }
 
-// httpHandler serves the HTTP/1.1 side of the port: health probes now,
-// HTTP/JSON later.
+// httpHandler serves the HTTP/1.1 side of the port: the health probes, then
+// HTTP/JSON, gRPC-Web and Connect (http.go).
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	live := func(w http.ResponseWriter, _ *http.Request) {
@@ -287,10 +302,17 @@ func (s *Server) httpHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, http.StatusNotFound, codes.NotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
-	})
-	return knativeProbe(mux)
+	// Everything else goes to the HTTP API without ServeMux, which would
+	// redirect paths with empty segments instead of letting the API name the
+	// empty path variable.
+	return knativeProbe(s.cors.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/live", "/alive", "/ready":
+			mux.ServeHTTP(w, r)
+		default:
+			s.serveHTTPAPI(w, r)
+		}
+	})))
 }
 
 // knativeProbe answers Knative's queue-proxy probe before anything else (ING-10).
@@ -312,13 +334,10 @@ func knativeProbe(next http.Handler) http.Handler {
 }
 
 // writeJSONError writes the JSON error body used for every HTTP error:
-// {"code": <gRPC code number>, "message": "..."}.
+// {"code": <gRPC code number>, "message": "...", "details": []}.
 func writeJSONError(w http.ResponseWriter, httpStatus int, code codes.Code, msg string) {
-	body, _ := json.Marshal(struct {
-		Code    codes.Code `json:"code"`
-		Message string     `json:"message"`
-	}{code, msg})
+	body, _ := json.Marshal(restError{Code: code, Message: msg, Details: []json.RawMessage{}})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
-	w.Write(append(body, '\n'))
+	w.Write(body)
 }

@@ -76,7 +76,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 
-	ing := ingress.New(ingress.Options{MaxRecvMsgSize: p.cfg.MaxInboundMessageSize, Log: p.log})
+	ing := ingress.New(ingress.Options{MaxRecvMsgSize: p.cfg.MaxInboundMessageSize, CORSAllowedOrigins: p.cfg.CORSOrigins(), Log: p.log})
 	disc := discovery.NewClient(conn, discovery.BuildOptions{
 		SupportedTypes:     []string{discovery.EventSourced, discovery.ValueEntity, discovery.Action},
 		CompatibilityCheck: p.cfg.ProtocolCompatibilityCheck,
