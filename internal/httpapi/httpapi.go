@@ -18,6 +18,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -316,7 +317,7 @@ func (c *jsonCodec) MarshalAppendField(base []byte, msg proto.Message, field pro
 // message is the client's mistake (INVALID_ARGUMENT).
 func (c *jsonCodec) Unmarshal(data []byte, msg proto.Message) error {
 	if err := c.JSONCodec.Unmarshal(data, msg); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, err)
+		return bodyError(err)
 	}
 	return nil
 }
@@ -324,9 +325,17 @@ func (c *jsonCodec) Unmarshal(data []byte, msg proto.Message) error {
 // UnmarshalField decodes a request body bound to one field (body: "field").
 func (c *jsonCodec) UnmarshalField(data []byte, msg proto.Message, field protoreflect.FieldDescriptor) error {
 	if err := c.JSONCodec.UnmarshalField(data, msg, field); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, err)
+		return bodyError(err)
 	}
 	return nil
+}
+
+// bodyError is a JSON decoding error as the client sees it: INVALID_ARGUMENT
+// with protojson's text, less its "proto:" prefix, which protojson writes
+// with a space or a no-break space depending on the build.
+func bodyError(err error) error {
+	msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), "proto:"), " \u00a0")
+	return connect.NewError(connect.CodeInvalidArgument, errors.New("invalid JSON body: "+msg))
 }
 
 // compactFrom removes insignificant whitespace from b[start:].

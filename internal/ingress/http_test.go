@@ -227,7 +227,7 @@ func TestHTTPBadRequests(t *testing.T) {
 		want                                  string // substring of the message
 	}{
 		{name: "malformed JSON", method: "POST", path: "/cart/u/items/add", contentType: jsonType, body: `{"productId":`, status: 400, want: "unexpected EOF"},
-		{name: "JSON that is not an object", method: "POST", path: "/cart/u/items/add", contentType: jsonType, body: `[1]`, status: 400, want: "proto:"},
+		{name: "JSON that is not an object", method: "POST", path: "/cart/u/items/add", contentType: jsonType, body: `[1]`, status: 400, want: "invalid JSON body: syntax error (line 1:1): unexpected token ["},
 		{name: "wrong type", method: "POST", path: "/cart/u/items/add", contentType: jsonType, body: `{"quantity":"many"}`, status: 400, want: "invalid value for int32 field quantity"},
 		{name: "wrong type, nested", method: "POST", path: "/things", contentType: jsonType, body: `{"inner":{"n":true}}`, status: 400, want: "field n"},
 		{name: "out of range", method: "POST", path: "/cart/u/items/add", contentType: jsonType, body: `{"quantity":3000000000}`, status: 400, want: "quantity"},
