@@ -145,6 +145,42 @@ func (r *Registry) Unary(ctx context.Context, call route.Call) (route.Outcome, e
 	}
 }
 
+// Stream queues a streamed command and relays its outcomes to emit, in
+// order, until the entity finishes the command or the client goes away
+// (then the entity is told, so it can tell the function). An error from
+// emit ends the call as if the client had gone away. There is no relay
+// timeout: streams live as long as the client wants.
+func (r *Registry) Stream(ctx context.Context, call route.Call, emit func(route.Outcome) error) error {
+	cmd := &Command{Ctx: ctx, Call: call, done: make(chan result, 1), outcomes: make(chan route.Outcome, streamBuffer)}
+	if err := r.enqueue(cmd); err != nil {
+		return err
+	}
+	for {
+		select {
+		case out := <-cmd.outcomes:
+			if err := emit(out); err != nil {
+				cmd.mb.cancel(cmd)
+				return err
+			}
+		case res := <-cmd.done:
+			// Outcomes sent before the end are relayed first.
+			for {
+				select {
+				case out := <-cmd.outcomes:
+					if err := emit(out); err != nil {
+						return err
+					}
+				default:
+					return res.err
+				}
+			}
+		case <-ctx.Done():
+			cmd.mb.cancel(cmd)
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
 func (r *Registry) enqueue(cmd *Command) error {
 	select {
 	case <-r.stop:
@@ -171,6 +207,7 @@ func (r *Registry) enqueue(cmd *Command) error {
 		return status.Errorf(codes.ResourceExhausted, "entity %s of %s has %d commands queued; try again later", k.ID, k.Service, n)
 	}
 	mb.queue = append(mb.queue, cmd)
+	cmd.mb = mb
 	s.mu.Unlock()
 	select {
 	case mb.wake <- struct{}{}:
@@ -187,7 +224,8 @@ type Mailbox struct {
 	Service *discovery.Service
 	wake    chan struct{}
 
-	queue []*Command // guarded by shard.mu
+	queue     []*Command // guarded by shard.mu
+	cancelled []*Command // streamed commands whose client left; guarded by shard.mu
 }
 
 // Wake receives a value when a command may have been queued.
@@ -219,6 +257,27 @@ func (mb *Mailbox) Queued() int {
 	mb.shard.mu.Lock()
 	defer mb.shard.mu.Unlock()
 	return len(mb.queue)
+}
+
+// TakeCancelled returns the streamed commands whose client has gone away
+// since the last call (check it whenever Wake fires).
+func (mb *Mailbox) TakeCancelled() []*Command {
+	mb.shard.mu.Lock()
+	defer mb.shard.mu.Unlock()
+	c := mb.cancelled
+	mb.cancelled = nil
+	return c
+}
+
+// cancel records that the client of cmd has gone away and wakes the loop.
+func (mb *Mailbox) cancel(cmd *Command) {
+	mb.shard.mu.Lock()
+	mb.cancelled = append(mb.cancelled, cmd)
+	mb.shard.mu.Unlock()
+	select {
+	case mb.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Passivate removes the entity from the registry if nothing is queued and
@@ -265,6 +324,31 @@ type Command struct {
 	Ctx  context.Context
 	Call route.Call
 	done chan result // buffered: an entity never blocks on a caller
+
+	// For streamed commands (Registry.Stream): the outcomes to relay to the
+	// client, buffered so that a slow client never blocks its entity, and
+	// the mailbox to tell when the client goes away.
+	outcomes chan route.Outcome
+	mb       *Mailbox
+}
+
+// streamBuffer is how many outcomes a streamed command may have waiting for
+// a slow client before the entity gives up on that client.
+const streamBuffer = 256
+
+// Streamed reports whether the client expects a stream of outcomes.
+func (c *Command) Streamed() bool { return c.outcomes != nil }
+
+// Send queues one outcome of a streamed command for the client without
+// blocking. It returns false when the client has fallen too far behind;
+// the entity should then end the stream.
+func (c *Command) Send(out route.Outcome) bool {
+	select {
+	case c.outcomes <- out:
+		return true
+	default:
+		return false
+	}
 }
 
 type result struct {
@@ -272,7 +356,12 @@ type result struct {
 	err error
 }
 
-// Finish delivers the command's outcome. Call it exactly once.
+// Finish delivers the command's outcome; for a streamed command it ends
+// the stream (err nil: normally). Only the first call counts, so an entity
+// may finish a command on every path that ends it without bookkeeping.
 func (c *Command) Finish(out route.Outcome, err error) {
-	c.done <- result{out: out, err: err}
+	select {
+	case c.done <- result{out: out, err: err}:
+	default:
+	}
 }

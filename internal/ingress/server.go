@@ -105,7 +105,14 @@ func (s *Server) Serve(l net.Listener) error {
 	m := newMux(l)
 	var g errgroup.Group
 	g.Go(m.serve)
-	g.Go(func() error { return s.grpc.Serve(m.grpc) })
+	g.Go(func() error {
+		// Shutdown closes the shared listener; which server notices first
+		// is a race, and either way it is a normal end.
+		if err := s.grpc.Serve(m.grpc); !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
 	g.Go(func() error {
 		if err := s.http.Serve(m.http); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			return err

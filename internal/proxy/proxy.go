@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -24,6 +26,7 @@ import (
 	"github.com/cloudstate-go/cloudstate/internal/discovery"
 	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/entity/action"
+	crdtentity "github.com/cloudstate-go/cloudstate/internal/entity/crdt"
 	"github.com/cloudstate-go/cloudstate/internal/entity/eventsourced"
 	"github.com/cloudstate-go/cloudstate/internal/entity/value"
 	"github.com/cloudstate-go/cloudstate/internal/ingress"
@@ -78,7 +81,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	ing := ingress.New(ingress.Options{MaxRecvMsgSize: p.cfg.MaxInboundMessageSize, CORSAllowedOrigins: p.cfg.CORSOrigins(), Log: p.log})
 	disc := discovery.NewClient(conn, discovery.BuildOptions{
-		SupportedTypes:     []string{discovery.EventSourced, discovery.ValueEntity, discovery.Action},
+		SupportedTypes:     []string{discovery.EventSourced, discovery.ValueEntity, discovery.CRDT, discovery.Action},
 		CompatibilityCheck: p.cfg.ProtocolCompatibilityCheck,
 		Logger:             p.log,
 	},
@@ -106,7 +109,25 @@ func (p *Proxy) Run(ctx context.Context) error {
 		Reporter:           reporter,
 		Log:                p.log,
 	})
+	// The router exists only after discovery; CRDT entities reach it for
+	// the side effects of cancelled streams.
+	var current atomic.Pointer[route.Router]
+	crdts := crdtentity.New(crdtentity.Config{
+		Replicator: crdtentity.NewLocal(nodeName()),
+		Client:     protocol.NewCrdtClient(conn),
+		Reporter:   reporter,
+		SideEffects: func(_ context.Context, from route.Call, effects []*protocol.SideEffect) {
+			if r := current.Load(); r != nil {
+				r.PerformSideEffects(from, effects)
+			}
+		},
+		PassivationTimeout: p.cfg.PassivationTimeout,
+		RelayTimeout:       p.cfg.RelayTimeout,
+		MailboxSize:        p.cfg.EntityMailboxSize,
+		Log:                p.log,
+	})
 	handlers := map[string]route.Handler{
+		discovery.CRDT:         crdts,
 		discovery.EventSourced: es,
 		discovery.ValueEntity:  values,
 		discovery.Action:       action.New(protocol.NewActionProtocolClient(conn)),
@@ -131,6 +152,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			return nil
 		}
 		router = route.New(model, handlers, reporter, p.log)
+		current.Store(router)
 		close(routerReady)
 		ing.SetRouter(router)
 		p.watchUserFunction(gctx, conn, disc, ing)
@@ -138,7 +160,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		p.shutdown(ing, router, routerReady, es.Registry, values.Registry)
+		var r *route.Router
+		select {
+		case <-routerReady:
+			r = router // written before routerReady was closed
+		default:
+		}
+		p.shutdown(ing, r, es.Registry, values.Registry, crdts.Registry)
 		return nil
 	})
 	err = g.Wait()
@@ -151,15 +179,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 // shutdown stops in order: ingress (finishing calls in flight), then
 // asynchronous side effects, then entities (passivated).
-func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, routerReady chan struct{}, registries ...*entity.Registry) {
+func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, registries ...*entity.Registry) {
 	p.log.Info("shutting down", "timeout", p.cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
 	ing.Shutdown(ctx)
-	select {
-	case <-routerReady:
+	if router != nil {
 		router.Close(ctx)
-	default:
 	}
 	var wg sync.WaitGroup
 	for _, r := range registries {
@@ -223,4 +249,13 @@ type reporter struct{ disc *discovery.Client }
 
 func (r reporter) ReportError(ctx context.Context, msg string) {
 	_ = r.disc.ReportError(ctx, msg)
+}
+
+// nodeName identifies this proxy among CRDT replicas: the host name, which
+// is the pod name on Kubernetes.
+func nodeName() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "cloudstate"
 }

@@ -273,3 +273,19 @@ func (r *Router) report(ctx context.Context, msg string) {
 		r.reporter.ReportError(context.WithoutCancel(ctx), msg)
 	}
 }
+
+// PerformSideEffects runs effects that belong to no client call (the side
+// effects of a CRDT stream-cancelled response) on the router's own
+// goroutine; failures are logged.
+func (r *Router) PerformSideEffects(from Call, effects []*protocol.SideEffect) {
+	if len(effects) == 0 {
+		return
+	}
+	r.async.Add(1)
+	go func() {
+		defer r.async.Done()
+		if err := r.sideEffects(r.bg, from, effects, nil, 0); err != nil {
+			r.log.Warn("side effects of a cancelled stream failed", "from", from.Method.Path, "err", err)
+		}
+	}()
+}

@@ -73,7 +73,7 @@ func (h *Handler) Stream(ctx context.Context, call route.StreamCall, emit func(r
 		if err != nil {
 			return functionError(err)
 		}
-		pumpErr := pump(ctx, s, call)
+		pumpErr := pump(ctx, cancel, s, call)
 		resp := new(protocol.ActionResponse)
 		if err := s.RecvMsg(resp); err != nil {
 			return firstError(pumpErr, err)
@@ -87,7 +87,7 @@ func (h *Handler) Stream(ctx context.Context, call route.StreamCall, emit func(r
 		if err != nil {
 			return functionError(err)
 		}
-		pumpErr := pump(ctx, s, call)
+		pumpErr := pump(ctx, cancel, s, call)
 		if err := relay(s, emit); err != nil {
 			return firstError(pumpErr, err)
 		}
@@ -97,8 +97,9 @@ func (h *Handler) Stream(ctx context.Context, call route.StreamCall, emit func(r
 
 // pump sends the header command and then every client message to the
 // function on its own goroutine, half-closing when the client completes.
-// The returned channel yields the client's error, if its stream failed.
-func pump(ctx context.Context, s grpc.ClientStream, call route.StreamCall) <-chan error {
+// If the client's stream fails, the function's call is cancelled and the
+// returned channel yields the client's error.
+func pump(ctx context.Context, cancel context.CancelFunc, s grpc.ClientStream, call route.StreamCall) <-chan error {
 	m := call.Method
 	errc := make(chan error, 1)
 	go func() {
@@ -115,6 +116,7 @@ func pump(ctx context.Context, s grpc.ClientStream, call route.StreamCall) <-cha
 			}
 			if err != nil {
 				errc <- err
+				cancel()
 				return
 			}
 			if ctx.Err() != nil || !send(&protocol.ActionCommand{Payload: in}) {
@@ -144,7 +146,9 @@ func relay(s interface {
 	}
 }
 
-// firstError prefers the client's own stream error over the function's.
+// firstError prefers the client's own stream error over the function's:
+// when the client's stream failed, pump stored its error before cancelling
+// the function's call, so it is already in the channel.
 func firstError(pumpErr <-chan error, err error) error {
 	select {
 	case perr, ok := <-pumpErr:
