@@ -598,7 +598,7 @@ func (b *bench) meta() [][2]string {
 		}
 	}
 	return [][2]string{
-		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
+		{"started", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
 		{"commit", commit},
 		{"go", runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH},
 		{"cpu", fmt.Sprintf("%s, %d logical cores (client, proxy and function share them)", cpu, runtime.NumCPU())},
