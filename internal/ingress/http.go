@@ -132,14 +132,16 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 	// percent-decodes each captured segment, so "%2F" stays inside a
 	// variable's value instead of splitting it (HTTP-4).
 	r.URL.Path, r.URL.RawPath = r.URL.EscapedPath(), ""
+	state := new(callState)
 	if isRPCRequest(r) {
+		r = r.WithContext(context.WithValue(r.Context(), callStateKey{}, state))
 		if web, text := isGRPCWeb(r); web {
-			gw, r := adaptGRPCWeb(w, r, text)
+			gw, r := adaptGRPCWeb(flushGate{w, state}, r, text)
 			a.handler.ServeHTTP(gw, r)
 			gw.finish()
 			return
 		}
-		a.handler.ServeHTTP(w, r)
+		a.handler.ServeHTTP(flushGate{w, state}, r)
 		return
 	}
 	if s.maxMsg > 0 && r.ContentLength > int64(s.maxMsg) {
@@ -152,19 +154,45 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("path variable %q is empty in %s", field, r.URL.Path))
 		return
 	}
-	rw := &restWriter{w: w, r: r, reached: new(atomic.Bool), contentType: r.Header.Get("Content-Type")}
-	a.handler.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reachedKey{}, rw.reached)))
+	rw := &restWriter{w: w, r: r, state: state, contentType: r.Header.Get("Content-Type")}
+	a.handler.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), callStateKey{}, state)))
 	rw.finish()
 }
 
-// reachedKey marks, in an HTTP/JSON request's context, the flag rpcHandler
-// sets once the request was transcoded and handed to the router. An error
-// before that is the request's fault, whatever code the transcoder gave it.
-type reachedKey struct{}
+// callState is what rpcHandler tells the writers wrapped around the
+// transcoder about one call, through the request's context (callStateKey).
+type callState struct {
+	// reached is set once the request was transcoded and handed to the
+	// router: an error before that is the request's fault, whatever code the
+	// transcoder gave it.
+	reached atomic.Bool
+	// streaming is set for streaming methods. The transcoder flushes at the
+	// end of every call; for a unary call that only splits the response into
+	// more writes (and chunks), so flushes pass only for streams.
+	streaming atomic.Bool
+}
 
-func markReached(ctx context.Context) {
-	if f, ok := ctx.Value(reachedKey{}).(*atomic.Bool); ok {
-		f.Store(true)
+type callStateKey struct{}
+
+func stateOf(ctx context.Context) *callState {
+	if st, ok := ctx.Value(callStateKey{}).(*callState); ok {
+		return st
+	}
+	return new(callState)
+}
+
+// flushGate passes flushes through for streaming calls only (callState).
+type flushGate struct {
+	http.ResponseWriter
+	state *callState
+}
+
+func (g flushGate) Flush() {
+	if !g.state.streaming.Load() {
+		return
+	}
+	if f, ok := g.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
 	}
 }
 
@@ -191,7 +219,7 @@ const maxErrorBody = 64 << 10
 type restWriter struct {
 	w       http.ResponseWriter
 	r       *http.Request
-	reached *atomic.Bool // see reachedKey
+	state   *callState
 	// contentType is the request's, kept because the transcoder removes
 	// it from the request.
 	contentType string
@@ -231,7 +259,7 @@ func (w *restWriter) Write(p []byte) (int, error) {
 
 // Flush sends what was written so far, for streamed HttpBody responses.
 func (w *restWriter) Flush() {
-	if w.code == 0 || w.failed {
+	if w.code == 0 || w.failed || !w.state.streaming.Load() {
 		return
 	}
 	if f, ok := w.w.(http.Flusher); ok {
@@ -263,10 +291,10 @@ func (w *restWriter) finish() {
 		e.Message = fmt.Sprintf("method %s is not allowed for %s (allowed: %s)", w.r.Method, w.r.URL.Path, h.Get("Allow"))
 	case w.code == http.StatusUnsupportedMediaType && strings.Contains(e.Message, "sub-format not supported"):
 		e.Message = fmt.Sprintf("content type %q is not supported here: send application/json", w.contentType)
-	case !w.reached.Load() && e.Code == codes.ResourceExhausted:
+	case !w.state.reached.Load() && e.Code == codes.ResourceExhausted:
 		// A chunked body found too large while reading it.
 		w.code = http.StatusRequestEntityTooLarge
-	case !w.reached.Load() && (e.Code == codes.Unknown || e.Code == codes.Internal):
+	case !w.state.reached.Load() && (e.Code == codes.Unknown || e.Code == codes.Internal):
 		// The transcoder failed to build the request (a bad query
 		// parameter, say) without classifying the error.
 		e.Code, w.code = codes.InvalidArgument, http.StatusBadRequest
@@ -367,14 +395,16 @@ func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	md := httpMetadata(m, r.Header)
 	w.Header().Set("Content-Type", "application/grpc+proto")
+	state := stateOf(ctx)
 	if m.ClientStreaming || m.ServerStreaming {
-		h.stream(ctx, w, r, m, md)
+		state.streaming.Store(true)
+		h.stream(ctx, w, r, m, md, state)
 		return
 	}
-	h.unary(ctx, w, r, m, md)
+	h.unary(ctx, w, r, m, md, state)
 }
 
-func (h *rpcHandler) unary(ctx context.Context, w http.ResponseWriter, r *http.Request, m *discovery.Method, md *protocol.Metadata) {
+func (h *rpcHandler) unary(ctx context.Context, w http.ResponseWriter, r *http.Request, m *discovery.Method, md *protocol.Metadata, state *callState) {
 	req, err := readFrame(r.Body, h.maxMsg)
 	if errors.Is(err, io.EOF) {
 		err = status.Errorf(codes.InvalidArgument, "%s: the request message is missing", m.Path)
@@ -384,7 +414,7 @@ func (h *rpcHandler) unary(ctx context.Context, w http.ResponseWriter, r *http.R
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	markReached(ctx)
+	state.reached.Store(true)
 	reply, err := h.router.Unary(ctx, m, req, md)
 	if err != nil {
 		writeStatus(w.Header(), "", status.Convert(err))
@@ -401,12 +431,12 @@ func (h *rpcHandler) unary(ctx context.Context, w http.ResponseWriter, r *http.R
 	writeStatus(w.Header(), http.TrailerPrefix, nil)
 }
 
-func (h *rpcHandler) stream(ctx context.Context, w http.ResponseWriter, r *http.Request, m *discovery.Method, md *protocol.Metadata) {
+func (h *rpcHandler) stream(ctx context.Context, w http.ResponseWriter, r *http.Request, m *discovery.Method, md *protocol.Metadata, state *callState) {
 	headerSent := false
 	recv := func() ([]byte, error) {
 		b, err := readFrame(r.Body, h.maxMsg)
 		if err == nil {
-			markReached(ctx)
+			state.reached.Store(true)
 		}
 		return b, err
 	}
