@@ -217,9 +217,9 @@ const maxErrorBody = 64 << 10
 // restWriter passes successful HTTP/JSON responses through and holds back
 // error responses, so that finish can write them in the proxy's own form.
 type restWriter struct {
-	w       http.ResponseWriter
-	r       *http.Request
-	state   *callState
+	w     http.ResponseWriter
+	r     *http.Request
+	state *callState
 	// contentType is the request's, kept because the transcoder removes
 	// it from the request.
 	contentType string
