@@ -100,6 +100,9 @@ func actions(logger *slog.Logger, obs *observations) *sdk.Action {
 	sdk.OnUnary(a, "Effects", func(ctx *sdk.ActionContext, in *e2e2pb.EffectsRequest) (*e2e2pb.Total, error) {
 		ctx.SideEffect(tallyService, "Add", &e2e2pb.TallyAdd{Id: in.GetTallyId(), Amount: in.GetAmount(), DelayMs: in.GetDelayMs()}, in.GetSynchronous())
 		ctx.SideEffect(ledgerService, "Add", &e2e2pb.LedgerAdd{Id: in.GetLedgerId(), Amount: in.GetAmount()}, in.GetSynchronous())
+		if in.GetFail() {
+			return nil, ctx.Fail("Effects failed as asked, after recording its side effects")
+		}
 		return &e2e2pb.Total{Trail: "effects"}, nil
 	})
 	sdk.OnServerStream(a, "FailAfter", func(ctx *sdk.ActionContext, in *e2e2pb.FailAfterRequest, send func(*e2e2pb.Tick) error) error {

@@ -232,7 +232,10 @@ type EffectsRequest struct {
 	Amount      int64                  `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"`
 	Synchronous bool                   `protobuf:"varint,4,opt,name=synchronous,proto3" json:"synchronous,omitempty"`
 	// delay_ms is passed on to Tally.Add.
-	DelayMs       int32 `protobuf:"varint,5,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	DelayMs int32 `protobuf:"varint,5,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// fail makes the response a failure, which still carries the side
+	// effects.
+	Fail          bool `protobuf:"varint,6,opt,name=fail,proto3" json:"fail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,6 +303,13 @@ func (x *EffectsRequest) GetDelayMs() int32 {
 		return x.DelayMs
 	}
 	return 0
+}
+
+func (x *EffectsRequest) GetFail() bool {
+	if x != nil {
+		return x.Fail
+	}
+	return false
 }
 
 type FailAfterRequest struct {
@@ -1136,13 +1146,14 @@ const file_e2e2_proto_rawDesc = "" +
 	"\fChainRequest\x12\x19\n" +
 	"\btally_id\x18\x01 \x01(\tR\atallyId\x12\x1b\n" +
 	"\tledger_id\x18\x02 \x01(\tR\bledgerId\x12\x16\n" +
-	"\x06amount\x18\x03 \x01(\x03R\x06amount\"\x9d\x01\n" +
+	"\x06amount\x18\x03 \x01(\x03R\x06amount\"\xb1\x01\n" +
 	"\x0eEffectsRequest\x12\x19\n" +
 	"\btally_id\x18\x01 \x01(\tR\atallyId\x12\x1b\n" +
 	"\tledger_id\x18\x02 \x01(\tR\bledgerId\x12\x16\n" +
 	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12 \n" +
 	"\vsynchronous\x18\x04 \x01(\bR\vsynchronous\x12\x19\n" +
-	"\bdelay_ms\x18\x05 \x01(\x05R\adelayMs\"V\n" +
+	"\bdelay_ms\x18\x05 \x01(\x05R\adelayMs\x12\x12\n" +
+	"\x04fail\x18\x06 \x01(\bR\x04fail\"V\n" +
 	"\x10FailAfterRequest\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x05R\x05count\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +

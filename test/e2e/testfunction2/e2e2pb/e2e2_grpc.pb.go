@@ -44,8 +44,8 @@ type ActionsClient interface {
 	// Start forwards to Tally.Relay, which updates the tally and forwards to
 	// Ledger.Add; the client gets the Ledger's reply.
 	Start(ctx context.Context, in *ChainRequest, opts ...grpc.CallOption) (*Total, error)
-	// Effects replies Total{trail: "effects"} with two side effects:
-	// Tally.Add and Ledger.Add, synchronous or not.
+	// Effects replies Total{trail: "effects"} (or fails, if asked) with two
+	// side effects: Tally.Add and Ledger.Add, synchronous or not.
 	Effects(ctx context.Context, in *EffectsRequest, opts ...grpc.CallOption) (*Total, error)
 	// FailAfter sends count ticks, then fails (or ends with status code).
 	FailAfter(ctx context.Context, in *FailAfterRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Tick], error)
@@ -169,8 +169,8 @@ type ActionsServer interface {
 	// Start forwards to Tally.Relay, which updates the tally and forwards to
 	// Ledger.Add; the client gets the Ledger's reply.
 	Start(context.Context, *ChainRequest) (*Total, error)
-	// Effects replies Total{trail: "effects"} with two side effects:
-	// Tally.Add and Ledger.Add, synchronous or not.
+	// Effects replies Total{trail: "effects"} (or fails, if asked) with two
+	// side effects: Tally.Add and Ledger.Add, synchronous or not.
 	Effects(context.Context, *EffectsRequest) (*Total, error)
 	// FailAfter sends count ticks, then fails (or ends with status code).
 	FailAfter(*FailAfterRequest, grpc.ServerStreamingServer[Tick]) error
