@@ -42,6 +42,8 @@ type API struct {
 	resolver *typeResolver
 	// bindings are the bindings served, in declaration order.
 	bindings []*binding
+	// bodyless are the bindings whose rule takes no body.
+	bodyless []*binding
 }
 
 // Validate reports the first invalid google.api.http rule of the named
@@ -125,6 +127,11 @@ func Compile(files []*descriptorpb.FileDescriptorProto, services []string) (*API
 		}
 	}
 	api.bindings = kept
+	for _, b := range api.bindings {
+		if b.rule.GetBody() == "" {
+			api.bodyless = append(api.bodyless, b)
+		}
+	}
 
 	// Write the chosen bindings back into the option copies: the first as
 	// the rule, the others as its additional bindings.
@@ -242,6 +249,36 @@ func (a *API) EmptyVariable(httpMethod, path string) (field string, ok bool) {
 		}
 	}
 	return "", false
+}
+
+// IgnoresBody reports whether a request with this HTTP method and escaped
+// path is bound to a rule without a body, whose body is then ignored
+// (HTTP-5; the transcoder would reject it). When a rule with a body matches
+// the path too, the body is kept.
+func (a *API) IgnoresBody(httpMethod, path string) bool {
+	matches := func(b *binding) bool {
+		if b.httpMethod != "*" && b.httpMethod != httpMethod {
+			return false
+		}
+		_, ok := b.tmpl.match(path)
+		return ok
+	}
+	found := false
+	for _, b := range a.bodyless {
+		if matches(b) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return false
+	}
+	for _, b := range a.bindings {
+		if b.rule.GetBody() != "" && matches(b) {
+			return false
+		}
+	}
+	return true
 }
 
 // typeResolver resolves the user's types from their own descriptors first

@@ -122,3 +122,27 @@ func FuzzParseTemplate(f *testing.F) {
 		_, _ = tmpl.match(s)
 	})
 }
+
+func TestIgnoresBody(t *testing.T) {
+	files := testFiles(".test.Msg", ".test.Msg", with(post("/things/{name}", ""), func(r *annotations.HttpRule) {
+		r.AdditionalBindings = []*annotations.HttpRule{post("/things/special", "*"), get("/things/{name}")}
+	}))
+	api, err := Compile(files, []string{"test.S"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         bool
+	}{
+		{"POST", "/things/a", true},
+		{"POST", "/things/special", false}, // a rule with a body matches too
+		{"GET", "/things/a", true},
+		{"POST", "/test.S/other", false}, // the default binding takes a body
+		{"POST", "/elsewhere", false},
+	} {
+		if got := api.IgnoresBody(tc.method, tc.path); got != tc.want {
+			t.Errorf("IgnoresBody(%s %s) = %v, want %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}

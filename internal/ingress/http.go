@@ -54,6 +54,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -154,8 +155,26 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("path variable %q is empty in %s", field, r.URL.Path))
 		return
 	}
-	rw := &restWriter{w: w, r: r, state: state, contentType: r.Header.Get("Content-Type")}
-	a.handler.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), callStateKey{}, state)))
+	ignoreBody := r.ContentLength != 0 && a.api.IgnoresBody(r.Method, r.URL.Path)
+	ct := r.Header.Get("Content-Type")
+	if ct != "" && ct != "application/json" {
+		// The transcoder takes JSON only as "application/json" exactly or
+		// with "; charset=utf-8"; accept any spelling of it.
+		if mt, params, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" &&
+			(params["charset"] == "" || strings.EqualFold(params["charset"], "utf-8")) {
+			r.Header.Set("Content-Type", "application/json")
+		}
+	}
+	rw := &restWriter{w: w, r: r, state: state, contentType: ct}
+	tr := r.WithContext(context.WithValue(r.Context(), callStateKey{}, state))
+	if ignoreBody {
+		// On the copy only: the server must still see (and discard) the
+		// body it received.
+		tr.Body, tr.ContentLength = http.NoBody, 0
+		tr.Header = r.Header.Clone()
+		tr.Header.Del("Content-Type")
+	}
+	a.handler.ServeHTTP(rw, tr)
 	rw.finish()
 }
 
