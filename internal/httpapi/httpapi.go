@@ -281,6 +281,30 @@ func (a *API) IgnoresBody(httpMethod, path string) bool {
 	return true
 }
 
+// QueryFilter says which query parameters of a request with this HTTP
+// method and escaped path the reference proxy would not apply (HTTP-5):
+// all of them when the rule takes the whole body (body "*"), and otherwise
+// those naming a field a path variable sets, since the path wins. The
+// transcoder applies query parameters last, so they must be removed before.
+func (a *API) QueryFilter(httpMethod, path string) (dropAll bool, drop []string) {
+	matched, allWholeBody := false, true
+	for _, b := range a.bindings {
+		if b.httpMethod != "*" && b.httpMethod != httpMethod {
+			continue
+		}
+		if _, ok := b.tmpl.match(path); !ok {
+			continue
+		}
+		matched = true
+		allWholeBody = allWholeBody && b.rule.GetBody() == "*"
+		drop = append(drop, b.pathFields...)
+	}
+	if matched && allWholeBody {
+		return true, nil
+	}
+	return false, drop
+}
+
 // typeResolver resolves the user's types from their own descriptors first
 // and falls back to the types linked into the proxy (for the contents of
 // google.protobuf.Any, such as error details).

@@ -21,6 +21,9 @@ type binding struct {
 	tmpl       *template
 	// rule is the binding alone, without additional bindings.
 	rule *annotations.HttpRule
+	// pathFields are the field paths the path variables set, each by its
+	// proto names and by its JSON names ("inner.id", "inner.id").
+	pathFields []string
 }
 
 // configError is a rule the reference proxy rejects at start-up; its text
@@ -135,7 +138,11 @@ func checkBinding(md protoreflect.MethodDescriptor, rule *annotations.HttpRule) 
 	single := proto.CloneOf(rule)
 	single.AdditionalBindings = nil
 	single.Selector = string(md.FullName())
-	return &binding{method: md, httpMethod: httpMethod, tmpl: tmpl, rule: single}, nil
+	b := &binding{method: md, httpMethod: httpMethod, tmpl: tmpl, rule: single}
+	for _, v := range tmpl.vars {
+		b.pathFields = append(b.pathFields, strings.Join(v.fieldPath, "."), jsonPath(md.Input(), v.fieldPath))
+	}
+	return b, nil
 }
 
 // checkPathVariable checks the field a path variable names: every element
@@ -167,6 +174,17 @@ func checkPathVariable(md protoreflect.MethodDescriptor, path []string) error {
 		}
 	}
 	return nil
+}
+
+// jsonPath spells a checked field path with JSON names.
+func jsonPath(msg protoreflect.MessageDescriptor, path []string) string {
+	names := make([]string, len(path))
+	for i, name := range path {
+		fd := msg.Fields().ByName(protoreflect.Name(name))
+		names[i] = fd.JSONName()
+		msg = fd.Message()
+	}
+	return strings.Join(names, ".")
 }
 
 func checkBody(md protoreflect.MethodDescriptor, body string) error {

@@ -146,3 +146,27 @@ func TestIgnoresBody(t *testing.T) {
 		}
 	}
 }
+
+func TestQueryFilter(t *testing.T) {
+	api, err := Compile(testFiles(".test.Msg", ".test.Msg", with(get("/things/{name}/{inner.id}"), func(r *annotations.HttpRule) {
+		r.AdditionalBindings = []*annotations.HttpRule{post("/things/{name}", "*"), post("/parts/{count}", "inner")}
+	})), []string{"test.S"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		dropAll      bool
+		drop         string
+	}{
+		{"GET", "/things/a/b", false, "name name inner.id inner.id"},
+		{"POST", "/things/a", true, ""},
+		{"POST", "/parts/3", false, "count count"},
+		{"GET", "/elsewhere", false, ""},
+	} {
+		dropAll, drop := api.QueryFilter(tc.method, tc.path)
+		if dropAll != tc.dropAll || strings.Join(drop, " ") != tc.drop {
+			t.Errorf("QueryFilter(%s %s) = %v, %q; want %v, %q", tc.method, tc.path, dropAll, drop, tc.dropAll, tc.drop)
+		}
+	}
+}

@@ -156,6 +156,9 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ignoreBody := r.ContentLength != 0 && a.api.IgnoresBody(r.Method, r.URL.Path)
+	if r.URL.RawQuery != "" {
+		filterQuery(r, a.api)
+	}
 	ct := r.Header.Get("Content-Type")
 	if ct != "" && ct != "application/json" {
 		// The transcoder takes JSON only as "application/json" exactly or
@@ -176,6 +179,27 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	a.handler.ServeHTTP(rw, tr)
 	rw.finish()
+}
+
+// filterQuery removes the query parameters the reference proxy would not
+// apply (httpapi.API.QueryFilter).
+func filterQuery(r *http.Request, api *httpapi.API) {
+	dropAll, drop := api.QueryFilter(r.Method, r.URL.Path)
+	if dropAll {
+		r.URL.RawQuery = ""
+		return
+	}
+	if len(drop) == 0 {
+		return
+	}
+	q := r.URL.Query()
+	n := len(q)
+	for _, f := range drop {
+		delete(q, f)
+	}
+	if len(q) != n {
+		r.URL.RawQuery = q.Encode()
+	}
 }
 
 // callState is what rpcHandler tells the writers wrapped around the
