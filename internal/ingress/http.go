@@ -20,9 +20,17 @@ package ingress
 //     variable — are 400 with a JSON body {"code": 3, "message": ...,
 //     "details": []} whose message names the field; nothing malformed
 //     reaches the function. An unknown path is 404, a known path with the
-//     wrong verb 405 (with Allow), a body that is not JSON 415, a body over
-//     --max-inbound-message-size 413 when its length is declared (429 when
-//     it is chunked and found too large while reading).
+//     wrong verb 405 (with Allow), a body that is not JSON 415 (the
+//     reference says 400), a body over --max-inbound-message-size 413
+//     (whether its length is declared or found while reading).
+//   - As in the reference (HTTP-5): path variables win over query
+//     parameters naming the same field, a rule with body "*" ignores the
+//     query, a rule without body ignores the body. Unlike it: a repeated
+//     value for a singular query parameter keeps the last one, bools in
+//     the path must be lower case, and when different templates match one
+//     path the router prefers literal segments over variables (identical
+//     bindings: the last declared wins, HTTP-1). The probe paths /live,
+//     /alive and /ready come before any binding.
 //   - A gRPC status from the call becomes the HTTP status vanguard maps it
 //     to (INVALID_ARGUMENT 400, NOT_FOUND 404, UNAVAILABLE 503, ...) with
 //     the JSON body above. The exception is UNKNOWN, the status of a
