@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -98,15 +99,15 @@ func TestBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the real binaries and a browser; skipped with -short")
 	}
-	var proxyBase string
+	var proxyBase atomic.Pointer[string] // the proxy the page calls
 	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, browserPage, proxyBase)
+		fmt.Fprintf(w, browserPage, *proxyBase.Load())
 	}))
 	defer page.Close()
 
 	s := startStack(t, "--cors-allowed-origins", page.URL)
-	proxyBase = s.base
+	proxyBase.Store(&s.base)
 	dom := runChromium(t, chromium, page.URL+"/index.html")
 	for _, want := range []string{
 		"<title>done</title>",
@@ -121,7 +122,7 @@ func TestBrowser(t *testing.T) {
 
 	// The same page against a proxy that allows no other origin.
 	closed := startStack(t)
-	proxyBase = closed.base
+	proxyBase.Store(&closed.base)
 	dom = runChromium(t, chromium, page.URL+"/index.html")
 	if !strings.Contains(dom, "<title>done</title>") || !strings.Contains(dom, "error: TypeError") {
 		t.Fatalf("without CORS the page's calls should fail in the browser; DOM:\n%s", dom)
