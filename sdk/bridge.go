@@ -30,6 +30,17 @@ func init() {
 		}
 		return def, nil
 	}
+	bridge.CompileCRDT = func(entity any) (bridge.CRDTDefinition, error) {
+		e, ok := entity.(*CRDTEntity)
+		if !ok || e == nil {
+			return nil, fmt.Errorf("%T is not a CRDT entity", entity)
+		}
+		def, err := e.compileCRDT()
+		if err != nil {
+			return nil, err
+		}
+		return def, nil
+	}
 	bridge.CompileAction = func(action any) (bridge.ActionDefinition, error) {
 		a, ok := action.(*Action)
 		if !ok {

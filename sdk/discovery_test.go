@@ -9,6 +9,7 @@ import (
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/sdk"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/counter"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/crdtmodel"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/register"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/steps"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -23,7 +24,7 @@ func TestDiscover(t *testing.T) {
 	client := protocol.NewEntityDiscoveryClient(ts.conn)
 	info := &protocol.ProxyInfo{
 		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2, ProxyName: "test-proxy", ProxyVersion: "0.0.1",
-		SupportedEntityTypes: []string{sdk.EventSourcedEntityType, sdk.ValueEntityType, sdk.ActionEntityType},
+		SupportedEntityTypes: []string{sdk.EventSourcedEntityType, sdk.ValueEntityType, sdk.CRDTEntityType, sdk.ActionEntityType},
 	}
 	first, err := client.Discover(context.Background(), info)
 	if err != nil {
@@ -53,6 +54,15 @@ func TestDiscover(t *testing.T) {
 		PassivationStrategy: &protocol.EntityPassivationStrategy{Strategy: &protocol.EntityPassivationStrategy_Timeout{
 			Timeout: &protocol.TimeoutPassivationStrategy{Timeout: 60000},
 		}},
+	}, {
+		// CRDT entities default to the service's full name.
+		EntityType:    "cloudstate.crdt.Crdt",
+		ServiceName:   crdtmodel.ServiceName,
+		PersistenceId: crdtmodel.ServiceName,
+	}, {
+		EntityType:    "cloudstate.crdt.Crdt",
+		ServiceName:   crdtmodel.TwoServiceName,
+		PersistenceId: crdtmodel.TwoServiceName,
 	}, {
 		EntityType:  "cloudstate.action.ActionProtocol",
 		ServiceName: steps.ServiceName,
@@ -84,7 +94,7 @@ func TestDiscover(t *testing.T) {
 		names = append(names, f.GetName())
 	}
 	for _, want := range []string{
-		"sdktest.proto", "register.proto", "steps.proto", "cloudstate/entity_key.proto", "google/api/annotations.proto", "google/api/http.proto",
+		"sdktest.proto", "register.proto", "steps.proto", "crdtmodel.proto", "cloudstate/entity_key.proto", "google/api/annotations.proto", "google/api/http.proto",
 		"google/protobuf/empty.proto", "google/protobuf/descriptor.proto",
 	} {
 		if !slices.Contains(names, want) {
@@ -109,7 +119,7 @@ func TestDiscover(t *testing.T) {
 	if sd.Methods().ByName("Add") == nil {
 		t.Fatalf("service %s lacks Add", sd.FullName())
 	}
-	for _, name := range []string{register.ServiceName, steps.ServiceName} {
+	for _, name := range []string{register.ServiceName, steps.ServiceName, crdtmodel.ServiceName, crdtmodel.TwoServiceName} {
 		if _, err := files.FindDescriptorByName(protoreflect.FullName(name)); err != nil {
 			t.Errorf("descriptor set lacks %s: %v", name, err)
 		}

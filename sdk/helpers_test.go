@@ -12,6 +12,7 @@ import (
 	"github.com/cloudstate-go/cloudstate/protocol"
 	"github.com/cloudstate-go/cloudstate/sdk"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/counter"
+	"github.com/cloudstate-go/cloudstate/sdk/internal/crdtmodel"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/register"
 	"github.com/cloudstate-go/cloudstate/sdk/internal/steps"
 	"google.golang.org/grpc"
@@ -32,8 +33,8 @@ type testServer struct {
 	cancelled chan error
 }
 
-// startServer serves the counter entity, the register value entity and the
-// steps action on 127.0.0.1:0 until the test ends.
+// startServer serves the counter entity, the register value entity, the
+// CRDT model entities and the steps action on 127.0.0.1:0 until the test ends.
 func startServer(t *testing.T, opts ...sdk.ServerOption) *testServer {
 	t.Helper()
 	opts = append([]sdk.ServerOption{
@@ -45,6 +46,12 @@ func startServer(t *testing.T, opts ...sdk.ServerOption) *testServer {
 		t.Fatal(err)
 	}
 	if err := srv.RegisterValueEntity(register.New()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.RegisterCRDT(crdtmodel.New()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.RegisterCRDT(crdtmodel.NewTwo()); err != nil {
 		t.Fatal(err)
 	}
 	waiting, cancelled := make(chan string, 10), make(chan error, 10)

@@ -29,6 +29,7 @@ type Server struct {
 	discovered    []discovered    // in registration order
 	eventSourced  []*eventSourcedDef
 	valueEntities []*valueEntityDef
+	crdts         []*crdtDef
 	actions       []*actionDef
 }
 
@@ -124,6 +125,28 @@ func (s *Server) RegisterValueEntity(e ValueEntityDefinition) error {
 	}, func() { s.valueEntities = append(s.valueEntities, def) })
 }
 
+// RegisterCRDT adds a CRDT entity. It reports every mistake in the entity's
+// definition, and fails if the service is already registered or the server
+// has started.
+func (s *Server) RegisterCRDT(e *CRDTEntity) error {
+	if e == nil {
+		return errors.New("register CRDT entity: nil entity")
+	}
+	def, err := e.compileCRDT()
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	return s.register(def.serviceName, discovered{
+		service: def.service,
+		entity: &protocol.Entity{
+			EntityType:          CRDTEntityType,
+			ServiceName:         def.serviceName,
+			PersistenceId:       def.cfg.persistenceID,
+			PassivationStrategy: passivationStrategy(def.cfg),
+		},
+	}, func() { s.crdts = append(s.crdts, def) })
+}
+
 // RegisterAction adds an action. It reports every mistake in the action's
 // definition, and fails if the service is already registered or the server
 // has started.
@@ -182,7 +205,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	s.started = true
 	entities := s.discovered
-	eventSourced, valueEntities, actions := s.eventSourced, s.valueEntities, s.actions
+	eventSourced, valueEntities, crdts, actions := s.eventSourced, s.valueEntities, s.crdts, s.actions
 	s.mu.Unlock()
 
 	if len(entities) == 0 {
@@ -213,6 +236,11 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		ves.entities[d.serviceName] = d
 	}
 	protocol.RegisterValueEntityServer(gs, ves)
+	cs := &crdtService{entities: make(map[string]*crdtDef), logger: logger, streams: streams}
+	for _, d := range crdts {
+		cs.entities[d.serviceName] = d
+	}
+	protocol.RegisterCrdtServer(gs, cs)
 	as := &actionService{actions: make(map[string]*actionDef), logger: logger}
 	for _, d := range actions {
 		as.actions[d.serviceName] = d

@@ -35,8 +35,8 @@ func NewAction(action *sdk.Action, opts ...Option) (*Action, error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.snapshot != nil || len(o.events) > 0 || o.value != nil {
-		return nil, errors.New("actions have no state: WithSnapshot, WithEvents and WithValue do not apply")
+	if o.snapshot != nil || len(o.events) > 0 || o.value != nil || o.crdtValue != nil {
+		return nil, errors.New("actions have no state: WithSnapshot, WithEvents, WithValue and WithCRDTValue do not apply")
 	}
 	def, err := bridge.CompileAction(action)
 	if err != nil {

@@ -10,7 +10,9 @@
 //	// res.Events holds the ItemAdded event, cart.State() the updated *Cart.
 //
 // Value entities work the same way with NewValueEntity and CallValue; the
-// testkit keeps the stored value. Actions are called with CallAction, in
+// testkit keeps the stored value. CRDT entities are called with CallCRDT
+// and StreamCRDT; the testkit also sends the deltas, deletes and stream
+// cancellations a proxy would (see CRDT). Actions are called with CallAction, in
 // any streaming shape, with a slice of inputs; the result lists every
 // response (reply, forward or failure, with its side effects).
 package testkit
@@ -54,6 +56,7 @@ type options struct {
 	snapshot    proto.Message
 	events      []proto.Message
 	value       proto.Message
+	crdtValue   *protocol.CrdtDelta
 	logger      *slog.Logger
 }
 
@@ -91,8 +94,8 @@ func NewEventSourced[T any](entity *sdk.EventSourcedEntity[T], entityID string, 
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.value != nil {
-		return nil, errors.New("WithValue is for value entities; use WithSnapshot or WithEvents")
+	if o.value != nil || o.crdtValue != nil {
+		return nil, errors.New("WithValue and WithCRDTValue are for value and CRDT entities; use WithSnapshot or WithEvents")
 	}
 	def, err := bridge.CompileEventSourced(entity)
 	if err != nil {

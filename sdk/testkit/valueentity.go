@@ -42,8 +42,8 @@ func NewValueEntity[S proto.Message](entity *sdk.ValueEntity[S], entityID string
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.snapshot != nil || len(o.events) > 0 {
-		return nil, errors.New("WithSnapshot and WithEvents are for event-sourced entities; use WithValue")
+	if o.snapshot != nil || len(o.events) > 0 || o.crdtValue != nil {
+		return nil, errors.New("WithSnapshot, WithEvents and WithCRDTValue are for other entity types; use WithValue")
 	}
 	def, err := bridge.CompileValueEntity(entity)
 	if err != nil {

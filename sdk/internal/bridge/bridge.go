@@ -67,6 +67,40 @@ type ValueEntityInstance interface {
 // definition. Set by package sdk.
 var CompileValueEntity func(entity any) (ValueEntityDefinition, error)
 
+// CRDTDefinition is a validated, immutable CRDT entity definition.
+type CRDTDefinition interface {
+	// ServiceName is the fully-qualified gRPC service name of the entity.
+	ServiceName() string
+	// Streamed reports whether method is server-streaming, and whether the
+	// entity has the method.
+	Streamed(method string) (streamed, ok bool)
+	// Start creates one entity activation with the value in init, if any.
+	// Errors are fatal for the activation.
+	Start(init *protocol.CrdtInit, logger *slog.Logger) (CRDTInstance, error)
+}
+
+// CRDTInstance is one activation of a CRDT entity. It is not safe for
+// concurrent use: its owner feeds it one message at a time. The Handle
+// methods return the messages to send back in order; a top-level failure
+// among them ends the activation, and so does a delete (Deleted).
+type CRDTInstance interface {
+	HandleCommand(ctx context.Context, cmd *protocol.Command) []*protocol.CrdtStreamOut
+	HandleDelta(ctx context.Context, d *protocol.CrdtDelta) []*protocol.CrdtStreamOut
+	HandleStreamCancelled(ctx context.Context, sc *protocol.StreamCancelled) []*protocol.CrdtStreamOut
+	// HandleDelete forgets the CRDT, which the proxy deleted.
+	HandleDelete()
+	// Deleted reports whether the entity deleted its CRDT.
+	Deleted() bool
+	// State returns the CRDT (an sdk.CRDT), or nil if there is none.
+	State() any
+	// FullDelta returns the value as init would carry it, nil if none.
+	FullDelta() *protocol.CrdtDelta
+}
+
+// CompileCRDT validates an *sdk.CRDTEntity and returns its definition. Set
+// by package sdk.
+var CompileCRDT func(entity any) (CRDTDefinition, error)
+
 // Shape is the streaming shape of an action method.
 type Shape int
 
