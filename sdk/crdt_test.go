@@ -215,7 +215,9 @@ func ormapState(entries ...*pb.ORMapEntryValue) *pb.State {
 	return &pb.State{Value: &pb.State_Ormap{Ormap: &pb.ORMapValue{Entries: entries}}}
 }
 
-func entry(key string, s *pb.State) *pb.ORMapEntryValue { return &pb.ORMapEntryValue{Key: key, Value: s} }
+func entry(key string, s *pb.State) *pb.ORMapEntryValue {
+	return &pb.ORMapEntryValue{Key: key, Value: s}
+}
 
 func voteState(self bool, votesFor, total int32) *pb.State {
 	return &pb.State{Value: &pb.State_Vote{Vote: &pb.VoteValue{SelfVote: self, VotesFor: votesFor, TotalVoters: total}}}
