@@ -21,6 +21,11 @@ import (
 // writer got there first; the caller must reload before writing again.
 var ErrConflict = errors.New("store: conflict")
 
+// ErrUnavailable is wrapped by the errors of calls that could not reach the
+// storage (a database that is down). On a write the outcome is unknown: the
+// caller must reload before writing again. The proxy answers UNAVAILABLE.
+var ErrUnavailable = errors.New("store: unavailable")
+
 // Event is one journal entry of an entity. Seq is 1-based and contiguous per
 // persistence id.
 type Event struct {

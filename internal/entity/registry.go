@@ -1,8 +1,8 @@
-// Package entity holds what every stateful entity type shares: a registry
-// of active entities, each with a bounded mailbox of commands served one at
-// a time by the entity's own goroutine, passivation without losing a
-// command, and an ordered shutdown. The entity types (eventsourced, value)
-// supply only the loop that talks to the user function.
+// Package entity holds what the stateful entity types share. Serial
+// entities (event-sourced and value: one command at a time) run on their
+// callers' goroutines through a SerialRegistry (serial.go). CRDT entities,
+// which have many commands and streams in flight, each run a loop
+// goroutine fed by a Registry of mailboxes (this file).
 //
 // # The passivation race
 //

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-
-	"github.com/cloudstate-go/cloudstate/internal/route"
 )
 
 // Stream is an entity's bidirectional stream to the user function, with a
@@ -108,16 +106,4 @@ func (s *Stream[In, Out]) ReasonAfterSendError(sendErr error) error {
 	case <-time.After(time.Second):
 	}
 	return sendErr
-}
-
-// Terminate ends the activation after a failure: the entity detaches first
-// (so commands arriving meanwhile go to a new activation instead of failing
-// with this one), the stream is aborted, and every queued command fails
-// with err.
-func (s *Stream[In, Out]) Terminate(mb *Mailbox, err error) {
-	queued := mb.Detach()
-	s.Abort()
-	for _, cmd := range queued {
-		cmd.Finish(route.Outcome{}, err)
-	}
 }

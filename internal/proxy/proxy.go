@@ -24,7 +24,6 @@ import (
 
 	"github.com/cloudstate-go/cloudstate/internal/config"
 	"github.com/cloudstate-go/cloudstate/internal/discovery"
-	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/entity/action"
 	crdtentity "github.com/cloudstate-go/cloudstate/internal/entity/crdt"
 	"github.com/cloudstate-go/cloudstate/internal/entity/eventsourced"
@@ -90,6 +89,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 		discovery.WithLogger(p.log),
 	)
 	reporter := reporter{disc}
+	// connGen changes whenever the connection to the function is lost, so
+	// entities drop streams that died with it instead of failing a command
+	// on them.
+	var connGen atomic.Uint64
 	es := eventsourced.New(eventsourced.Config{
 		Journal:            st.journal,
 		Snapshots:          st.snapshots,
@@ -98,6 +101,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		RelayTimeout:       p.cfg.RelayTimeout,
 		MailboxSize:        p.cfg.EntityMailboxSize,
 		Reporter:           reporter,
+		Generation:         connGen.Load,
 		Log:                p.log,
 	})
 	values := value.New(value.Config{
@@ -107,6 +111,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		RelayTimeout:       p.cfg.RelayTimeout,
 		MailboxSize:        p.cfg.EntityMailboxSize,
 		Reporter:           reporter,
+		Generation:         connGen.Load,
 		Log:                p.log,
 	})
 	// The router exists only after discovery; CRDT entities reach it for
@@ -155,7 +160,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		current.Store(router)
 		close(routerReady)
 		ing.SetRouter(router)
-		p.watchUserFunction(gctx, conn, disc, ing)
+		p.watchUserFunction(gctx, conn, disc, ing, &connGen)
 		return nil
 	})
 	g.Go(func() error {
@@ -166,7 +171,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			r = router // written before routerReady was closed
 		default:
 		}
-		p.shutdown(ing, r, es.Registry, values.Registry, crdts.Registry)
+		p.shutdown(ing, r, es, values, crdts)
 		return nil
 	})
 	err = g.Wait()
@@ -179,7 +184,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 // shutdown stops in order: ingress (finishing calls in flight), then
 // asynchronous side effects, then entities (passivated).
-func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, registries ...*entity.Registry) {
+func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, entities ...interface{ Shutdown(context.Context) }) {
 	p.log.Info("shutting down", "timeout", p.cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
@@ -188,11 +193,11 @@ func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, registries .
 		router.Close(ctx)
 	}
 	var wg sync.WaitGroup
-	for _, r := range registries {
+	for _, e := range entities {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.Shutdown(ctx)
+			e.Shutdown(ctx)
 		}()
 	}
 	wg.Wait()
@@ -201,7 +206,7 @@ func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, registries .
 // watchUserFunction keeps readiness in step with the connection to the
 // user function: ready while connected, not ready while it is gone. When it
 // comes back it is asked to discover again, to notice a changed function.
-func (p *Proxy) watchUserFunction(ctx context.Context, conn *grpc.ClientConn, disc *discovery.Client, ing *ingress.Server) {
+func (p *Proxy) watchUserFunction(ctx context.Context, conn *grpc.ClientConn, disc *discovery.Client, ing *ingress.Server, gen *atomic.Uint64) {
 	ready := false
 	rediscover := false // true once the function has been lost after discovery
 	for {
@@ -228,9 +233,13 @@ func (p *Proxy) watchUserFunction(ctx context.Context, conn *grpc.ClientConn, di
 				ready = true
 			}
 		case connectivity.Idle:
+			if ready {
+				gen.Add(1)
+			}
 			conn.Connect()
 		case connectivity.TransientFailure, connectivity.Connecting:
 			if ready {
+				gen.Add(1)
 				ready = false
 				rediscover = true
 				ing.SetNotReady("the user function at " + p.cfg.UserFunctionAddr() + " is unreachable")

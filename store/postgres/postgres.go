@@ -29,7 +29,7 @@ var (
 // before the connection broke), so the caller must reload before writing
 // again, exactly as after store.ErrConflict. The store itself keeps
 // reconnecting: later calls succeed once the database is back.
-var ErrUnavailable = errors.New("postgres: database unavailable")
+var ErrUnavailable = fmt.Errorf("postgres: database unavailable: %w", store.ErrUnavailable)
 
 // ErrClosed is returned by calls made after (or cut short by) Close.
 var ErrClosed = errors.New("postgres: store closed")

@@ -942,3 +942,124 @@ func TestShutdownTimeoutStopsBusyEntities(t *testing.T) {
 		}
 	}
 }
+
+// CRDT-10 (reference): a client-action failure is delivered like any
+// reply, its state action is still applied, and side effects come along.
+func TestClientActionFailureStillUpdates(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	u := f.unary("a", "x")
+	s := f.nextStream()
+	s.command(t)
+	fail := &protocol.ClientAction{Action: &protocol.ClientAction_Failure{Failure: &protocol.Failure{Description: "not allowed"}}}
+	effects := []*protocol.SideEffect{sideEffect("audit")}
+	s.reply(t, &protocol.CrdtReply{CommandId: 1, ClientAction: fail, SideEffects: effects,
+		StateAction: &protocol.CrdtStateAction{Action: &protocol.CrdtStateAction_Update{Update: gcounter(2)}, WriteConsistency: protocol.CrdtWriteConsistency_ALL}})
+	out, err := await(t, u)
+	if err != nil || out.Action.GetFailure().GetDescription() != "not allowed" {
+		t.Fatalf("outcome %v, %v; want the client-action failure", out.Action, err)
+	}
+	if len(out.SideEffects) != 1 || !proto.Equal(out.SideEffects[0], effects[0]) {
+		t.Fatalf("side effects %v, want %v", out.SideEffects, effects)
+	}
+	f.wantValue("a", crdt.GCounterView(2))
+}
+
+// CRDT-11: messages that break the protocol crash the entity.
+func TestProtocolViolationsCrashTheEntity(t *testing.T) {
+	cases := []struct {
+		name   string
+		send   func(s *ufStream, id int64) *protocol.CrdtStreamOut
+		report string
+	}{
+		{"empty message", func(*ufStream, int64) *protocol.CrdtStreamOut { return &protocol.CrdtStreamOut{} }, "empty message"},
+		{"reply to a command not in flight", func(_ *ufStream, id int64) *protocol.CrdtStreamOut {
+			return &protocol.CrdtStreamOut{Message: &protocol.CrdtStreamOut_Reply{Reply: &protocol.CrdtReply{CommandId: id + 10}}}
+		}, "not in flight"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, time.Minute)
+			u := f.unary("a", "pending")
+			s := f.nextStream()
+			c := s.command(t)
+			s.mustSend(t, tc.send(s, c.GetId()))
+			awaitStatus(t, u, codes.Unknown, "Entity terminating")
+			f.report(tc.report)
+			s.aborted(t)
+		})
+	}
+}
+
+// CRDT-8: a stream-cancelled response for a command that was not cancelled
+// is reported and ignored.
+func TestUnexpectedStreamCancelledResponseReported(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	u := f.unary("a", "x")
+	s := f.nextStream()
+	s.command(t)
+	s.cancelledResponse(t, &protocol.CrdtStreamCancelledResponse{CommandId: 1, StateAction: update(gcounter(5))})
+	f.report("stream cancellation")
+	s.reply(t, &protocol.CrdtReply{CommandId: 1, ClientAction: replyOf("ok")})
+	awaitReply(t, u, "ok")
+	if _, deleted := f.value("a"); deleted {
+		t.Fatal("deleted")
+	}
+	if v, _ := f.value("a"); v != nil {
+		t.Fatalf("value %v, want none: the stray response's update must be ignored", v)
+	}
+}
+
+// CRDT-8, CRDT-9: a stream-cancelled response may delete the CRDT.
+func TestDeleteFromStreamCancelledResponse(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	u := f.unary("a", "create")
+	s := f.nextStream()
+	s.command(t)
+	s.reply(t, &protocol.CrdtReply{CommandId: 1, ClientAction: replyOf("ok"), StateAction: update(gcounter(1))})
+	awaitReply(t, u, "ok")
+	other := f.subscribe("a", "other", nil)
+	s.command(t)
+	s.reply(t, &protocol.CrdtReply{CommandId: 2, Streamed: true})
+	other.next(t)
+	w := f.subscribe("a", "leaving", nil)
+	s.command(t)
+	s.reply(t, &protocol.CrdtReply{CommandId: 3, Streamed: true})
+	w.next(t)
+	w.cancel()
+	w.end(t)
+	if sc := s.streamCancelled(t); sc.GetId() != 3 {
+		t.Fatalf("stream_cancelled %v, want id 3", sc)
+	}
+	s.cancelledResponse(t, &protocol.CrdtStreamCancelledResponse{CommandId: 3, StateAction: deleteAction()})
+	wantStatus(t, other.end(t), codes.Unknown, "Entity deleted")
+	s.aborted(t)
+	if _, deleted := f.value("a"); !deleted {
+		t.Fatal("the CRDT is not deleted")
+	}
+	_, err := f.mgr.Unary(context.Background(), route.Call{Method: f.do, EntityID: "a", Payload: msg("late")})
+	wantStatus(t, err, codes.Unknown, "Entity deleted")
+}
+
+// CRDT-4, CRDT-8 (reference: a failure naming a closing stream completes
+// it): a function that answers stream_cancelled with a failure instead of
+// a response must not leave the entity busy for good, which would stop
+// deltas and passivation.
+func TestFailureAnsweringStreamCancelledEndsTheCancellation(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	u := f.unary("a", "create")
+	s := f.nextStream()
+	s.command(t)
+	s.reply(t, &protocol.CrdtReply{CommandId: 1, ClientAction: replyOf("ok"), StateAction: update(gcounter(1))})
+	awaitReply(t, u, "ok")
+	w := f.subscribe("a", "sub", nil)
+	s.command(t)
+	s.reply(t, &protocol.CrdtReply{CommandId: 2, Streamed: true})
+	w.next(t)
+	w.cancel()
+	w.end(t)
+	s.streamCancelled(t)
+	s.failure(t, &protocol.Failure{CommandId: 2, Description: "cancel handler failed"})
+
+	f.remote("a", remoteGCounter(t, 5))
+	wantDelta(t, s.delta(t), gcounter(5))
+}

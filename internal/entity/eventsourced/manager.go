@@ -2,9 +2,11 @@ package eventsourced
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/route"
@@ -23,21 +25,24 @@ type Config struct {
 	// PassivationTimeout is the idle time after which an entity stops, unless
 	// its service sets its own.
 	PassivationTimeout time.Duration
-	// RelayTimeout bounds how long a caller waits for its reply, and how long
-	// an entity waits for the function to answer one command.
+	// RelayTimeout bounds how long a caller waits for its turn, and how
+	// long the function may take to answer one command.
 	RelayTimeout time.Duration
-	// MailboxSize bounds the commands queued per entity.
+	// MailboxSize bounds the commands waiting per entity.
 	MailboxSize int
 	// CloseTimeout bounds how long a passivating entity waits for the
 	// function to end its side of the stream. Optional; default 5s.
 	CloseTimeout time.Duration
-	Log          *slog.Logger
+	// Generation changes when the connection to the function was
+	// re-established (entity.SerialConfig.Generation). Optional.
+	Generation func() uint64
+	Log        *slog.Logger
 }
 
 // Manager runs the event-sourced entities of one proxy. It implements
 // route.Handler through its registry.
 type Manager struct {
-	*entity.Registry
+	*entity.SerialRegistry
 	cfg Config
 }
 
@@ -50,40 +55,15 @@ func New(cfg Config) *Manager {
 		cfg.Log = slog.Default()
 	}
 	m := &Manager{cfg: cfg}
-	m.Registry = entity.NewRegistry(entity.RegistryConfig{
-		RelayTimeout: cfg.RelayTimeout,
-		MailboxSize:  cfg.MailboxSize,
-		Loop:         m.run,
+	m.SerialRegistry = entity.NewSerialRegistry(entity.SerialConfig{
+		Activate:           m.activate,
+		Terminated:         status.Error(codes.Unknown, descTerminated),
+		PassivationTimeout: cfg.PassivationTimeout,
+		RelayTimeout:       cfg.RelayTimeout,
+		MailboxSize:        cfg.MailboxSize,
+		Generation:         cfg.Generation,
 	})
 	return m
-}
-
-// run is the loop of one entity: activate, serve, and activate again after
-// a restart.
-func (m *Manager) run(mb *entity.Mailbox) {
-	svc := mb.Service
-	e := &entityLoop{
-		m:           m,
-		mb:          mb,
-		pid:         fmt.Sprintf("%s|%s", svc.PersistenceID, mb.Key.ID),
-		passivation: m.cfg.PassivationTimeout,
-		log:         m.cfg.Log.With("service", svc.Name, "entity", mb.Key.ID),
-	}
-	if svc.Passivation > 0 {
-		e.passivation = svc.Passivation
-	}
-	for {
-		a, err := e.activate()
-		if err != nil {
-			e.log.Warn("entity activation failed", "err", err)
-			mb.FailQueued(err)
-			return
-		}
-		if a.serve() == stopped {
-			return
-		}
-		e.log.Debug("entity restarting from the store")
-	}
 }
 
 // report sends a protocol violation to the user function.

@@ -383,8 +383,7 @@ func TestRestartReplaysAndKeepsQueuedCommands(t *testing.T) {
 	totals := make(chan int, 2)
 	go func() { totals <- f.mustCall("a", 1) }()
 	eventually(t, "a command to be queued", func() bool {
-		mb := f.mgr.Lookup(entity.Key{Service: "test.Counter", ID: "a"})
-		return mb != nil && mb.Queued() == 1
+		return f.mgr.Waiting(entity.Key{Service: "test.Counter", ID: "a"}) == 1
 	})
 	close(release)
 	wantStatus(t, <-errs, codes.Unknown, "boom")

@@ -15,11 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cloudstate-go/cloudstate/internal/discovery"
 	"github.com/cloudstate-go/cloudstate/internal/entity"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
@@ -53,13 +55,16 @@ type Config struct {
 	// CloseTimeout bounds how long a passivating entity waits for the
 	// function to end its side of the stream. Optional; default 5s.
 	CloseTimeout time.Duration
-	Log          *slog.Logger
+	// Generation changes when the connection to the function was
+	// re-established (entity.SerialConfig.Generation). Optional.
+	Generation func() uint64
+	Log        *slog.Logger
 }
 
 // Manager runs the value entities of one proxy. It implements route.Handler
 // through its registry.
 type Manager struct {
-	*entity.Registry
+	*entity.SerialRegistry
 	cfg Config
 }
 
@@ -72,10 +77,13 @@ func New(cfg Config) *Manager {
 		cfg.Log = slog.Default()
 	}
 	m := &Manager{cfg: cfg}
-	m.Registry = entity.NewRegistry(entity.RegistryConfig{
-		RelayTimeout: cfg.RelayTimeout,
-		MailboxSize:  cfg.MailboxSize,
-		Loop:         m.run,
+	m.SerialRegistry = entity.NewSerialRegistry(entity.SerialConfig{
+		Activate:           m.activate,
+		Terminated:         status.Error(codes.Unknown, descTerminated),
+		PassivationTimeout: cfg.PassivationTimeout,
+		RelayTimeout:       cfg.RelayTimeout,
+		MailboxSize:        cfg.MailboxSize,
+		Generation:         cfg.Generation,
 	})
 	return m
 }
@@ -83,202 +91,196 @@ func New(cfg Config) *Manager {
 // Key returns the store key of a value entity.
 func Key(persistenceID, entityID string) string { return persistenceID + "|" + entityID }
 
-type (
-	stream  = entity.Stream[protocol.ValueEntityStreamIn, protocol.ValueEntityStreamOut]
-	inbound = entity.Inbound[protocol.ValueEntityStreamOut]
-)
-
 // session is one activation: the stream and the version of the stored
-// value it last read or wrote.
+// value it last read or wrote. Only the holder of the entity's turn uses it.
 type session struct {
 	m       *Manager
-	mb      *entity.Mailbox
+	svc     *discovery.Service
+	id      string
 	key     string
 	log     *slog.Logger
-	s       *stream
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stream  protocol.ValueEntity_HandleClient
 	version int64
 	lastID  int64
 }
 
-func (m *Manager) run(mb *entity.Mailbox) {
-	svc := mb.Service
-	ss := &session{
-		m:   m,
-		mb:  mb,
-		key: Key(svc.PersistenceID, mb.Key.ID),
-		log: m.cfg.Log.With("service", svc.Name, "entity", mb.Key.ID),
-	}
-	passivation := m.cfg.PassivationTimeout
-	if svc.Passivation > 0 {
-		passivation = svc.Passivation
-	}
-	if err := ss.activate(); err != nil {
-		ss.log.Warn("value entity activation failed", "err", err)
-		mb.FailQueued(err)
-		return
-	}
-	entity.Serve[protocol.ValueEntityStreamOut](mb, passivation, ss)
-}
-
-// activate reads the stored value, opens the stream and sends init.
-func (ss *session) activate() error {
-	ctx := ss.mb.Kill()
-	v, err := ss.m.cfg.Store.GetValue(ctx, ss.key)
+// activate reads the stored value, opens the stream and sends init (VE-1).
+func (m *Manager) activate(ctx context.Context, svc *discovery.Service, id string) (entity.Session, error) {
+	s := &session{m: m, svc: svc, id: id, key: Key(svc.PersistenceID, id),
+		log: m.cfg.Log.With("service", svc.Name, "entity", id)}
+	v, err := m.cfg.Store.GetValue(ctx, s.key)
 	if err != nil {
-		ss.log.Error("reading the stored value failed", "key", ss.key, "err", err)
-		return status.Error(codes.Unknown, descTerminated)
+		s.log.Error("reading the stored value failed", "key", s.key, "err", err)
+		if errors.Is(err, store.ErrUnavailable) {
+			return nil, status.Error(codes.Unavailable, descTerminated)
+		}
+		return nil, status.Error(codes.Unknown, descTerminated)
 	}
-	ss.version = v.Version
-	s, err := entity.OpenStream(ctx, ss.m.cfg.Client.Handle)
+	s.version = v.Version
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.stream, err = m.cfg.Client.Handle(s.ctx)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "user function unavailable: %v", status.Convert(err).Message())
+		s.cancel()
+		return nil, status.Errorf(codes.Unavailable, "user function unavailable: %v", status.Convert(err).Message())
 	}
-	ss.s = s
-	err = s.Send(&protocol.ValueEntityStreamIn{Message: &protocol.ValueEntityStreamIn_Init{Init: &protocol.ValueEntityInit{
-		ServiceName: ss.mb.Service.Name,
-		EntityId:    ss.mb.Key.ID,
+	err = s.stream.Send(&protocol.ValueEntityStreamIn{Message: &protocol.ValueEntityStreamIn_Init{Init: &protocol.ValueEntityInit{
+		ServiceName: svc.Name,
+		EntityId:    id,
 		State:       &protocol.ValueEntityInitState{Value: v.Payload},
 	}}})
 	if err != nil {
-		reason := s.ReasonAfterSendError(err)
-		s.Abort()
-		return status.Errorf(codes.Unavailable, "user function stream ended at init: %v", status.Convert(reason).Message())
+		_, err := s.recv(time.Second)
+		s.cancel()
+		return nil, status.Errorf(codes.Unavailable, "user function stream ended at init: %v", status.Convert(err).Message())
 	}
-	return nil
+	return s, nil
 }
 
-// Received, Handle, Unexpected and Passivate make a session an
-// entity.Session.
-func (ss *session) Received() <-chan inbound { return ss.s.Received() }
+var errTimeout = errors.New("timed out")
 
-func (ss *session) Passivate() { ss.s.CloseGracefully(ss.m.cfg.CloseTimeout, ss.log) }
-
-func (ss *session) Unexpected(in inbound) { ss.fail(nil, in) }
-
-func (ss *session) Handle(cmd *entity.Command) bool {
-	ss.lastID++
-	err := ss.s.Send(&protocol.ValueEntityStreamIn{Message: &protocol.ValueEntityStreamIn_Command{Command: &protocol.Command{
-		EntityId: ss.mb.Key.ID,
-		Id:       ss.lastID,
-		Name:     cmd.Call.Method.Name,
-		Payload:  cmd.Call.Payload,
-	}}})
-	if err != nil {
-		ss.log.Debug("sending a command failed", "err", err)
+// recv waits for the next message for at most timeout; on timeout the
+// stream is cancelled and errTimeout returned.
+func (s *session) recv(timeout time.Duration) (*protocol.ValueEntityStreamOut, error) {
+	var timedOut atomic.Bool
+	t := time.AfterFunc(timeout, func() { timedOut.Store(true); s.cancel() })
+	msg, err := s.stream.Recv()
+	t.Stop()
+	if err != nil && timedOut.Load() {
+		return nil, errTimeout
 	}
-	relay := time.NewTimer(ss.m.cfg.RelayTimeout)
-	defer relay.Stop()
-	var in inbound
-	select {
-	case in = <-ss.s.Received():
-	case <-relay.C:
-		ss.log.Warn("user function did not answer a command within the relay timeout", "command", cmd.Call.Method.Name, "timeout", ss.m.cfg.RelayTimeout)
-		cmd.Finish(route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", ss.mb.Key.ID, ss.m.cfg.RelayTimeout))
-		ss.stop()
-		return true
-	case <-ss.s.Context().Done():
-		cmd.Finish(route.Outcome{}, status.Error(codes.Unavailable, "the proxy is shutting down"))
-		ss.stop()
-		return true
-	}
+	return msg, err
+}
 
-	reply := in.Msg.GetReply()
-	if in.Err != nil || reply == nil || reply.GetCommandId() != ss.lastID {
-		ss.fail(cmd, in)
-		return true
+// Close half-closes the stream and gives the function a moment to end its
+// side (passivation).
+func (s *session) Close() {
+	if err := s.stream.CloseSend(); err == nil {
+		for {
+			_, err := s.recv(s.m.cfg.CloseTimeout)
+			if errors.Is(err, errTimeout) {
+				s.log.Warn("user function did not close the entity stream in time", "timeout", s.m.cfg.CloseTimeout)
+			}
+			if err != nil {
+				break
+			}
+			s.log.Warn("message from the user function after the stream was closed; ignored")
+		}
+	}
+	s.cancel()
+}
+
+// Abort cuts the stream.
+func (s *session) Abort() { s.cancel() }
+
+// Handle sends one command and handles its reply (VE-2..VE-5).
+func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, error, entity.End) {
+	s.lastID++
+	if err := s.stream.Send(&protocol.ValueEntityStreamIn{Message: &protocol.ValueEntityStreamIn_Command{Command: &protocol.Command{
+		EntityId: s.id,
+		Id:       s.lastID,
+		Name:     call.Method.Name,
+		Payload:  call.Payload,
+	}}}); err != nil {
+		s.log.Debug("sending a command failed", "err", err)
+	}
+	msg, err := s.recv(s.m.cfg.RelayTimeout)
+	if errors.Is(err, errTimeout) {
+		s.log.Warn("user function did not answer a command within the relay timeout", "command", call.Method.Name, "timeout", s.m.cfg.RelayTimeout)
+		return route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", s.id, s.m.cfg.RelayTimeout), entity.Terminate
+	}
+	reply := msg.GetReply()
+	if err != nil || reply == nil || reply.GetCommandId() != s.lastID {
+		return route.Outcome{}, s.violation(msg, err), entity.Terminate
 	}
 	if reply.GetClientAction().GetFailure() != nil {
 		if reply.GetStateAction() != nil || len(reply.GetSideEffects()) > 0 {
-			ss.report(fmt.Sprintf("%s: the reply to command %d fails the command but also carries a state action or side effects; they were ignored",
-				ss.mb.Service.Name, ss.lastID))
+			s.report(fmt.Sprintf("%s: the reply to command %d fails the command but also carries a state action or side effects; they were ignored",
+				s.svc.Name, s.lastID))
 		}
 		// The stored value stays as it was (VE-5 deviation).
-		cmd.Finish(route.Outcome{Action: reply.GetClientAction()}, nil)
-		return false
+		return route.Outcome{Action: reply.GetClientAction()}, nil, entity.Continue
 	}
-	if err := ss.write(reply.GetStateAction()); err != nil {
-		if errors.Is(err, errProtocol) {
-			ss.log.Warn(err.Error())
-			ss.report(err.Error())
-		} else {
-			ss.log.Error("writing the value failed; stopping the entity", "key", ss.key, "err", err)
+	if err := s.write(reply.GetStateAction()); err != nil {
+		code := codes.Unknown
+		switch {
+		case errors.Is(err, errProtocol):
+			s.log.Warn(err.Error())
+			s.report(err.Error())
+		case errors.Is(err, store.ErrUnavailable):
+			code = codes.Unavailable
+			s.log.Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
+		default:
+			s.log.Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
 		}
-		cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, descUnexpectedFailure))
-		ss.stop()
-		return true
+		return route.Outcome{}, status.Error(code, descUnexpectedFailure), entity.Terminate
 	}
-	cmd.Finish(route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil)
-	return false
+	return route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil, entity.Continue
 }
 
 var errProtocol = errors.New("protocol violation")
 
 // write performs a reply's state action, fenced by the version this
 // activation knows.
-func (ss *session) write(action *protocol.ValueEntityAction) error {
+func (s *session) write(action *protocol.ValueEntityAction) error {
 	if action == nil {
 		return nil
 	}
-	ctx := ss.s.Context()
 	switch a := action.GetAction().(type) {
 	case *protocol.ValueEntityAction_Update:
 		if a.Update.GetValue() == nil {
-			return fmt.Errorf("%w: %s: entity %s sent an update without a value", errProtocol, ss.mb.Service.Name, ss.mb.Key.ID)
+			return fmt.Errorf("%w: %s: entity %s sent an update without a value", errProtocol, s.svc.Name, s.id)
 		}
-		v, err := ss.m.cfg.Store.PutValue(ctx, ss.key, ss.version, a.Update.GetValue())
+		v, err := s.m.cfg.Store.PutValue(s.ctx, s.key, s.version, a.Update.GetValue())
 		if err != nil {
-			return fmt.Errorf("put %s at version %d: %w", ss.key, ss.version, err)
+			return fmt.Errorf("put %s at version %d: %w", s.key, s.version, err)
 		}
-		ss.version = v
+		s.version = v
 	case *protocol.ValueEntityAction_Delete:
-		v, err := ss.m.cfg.Store.DeleteValue(ctx, ss.key, ss.version)
+		v, err := s.m.cfg.Store.DeleteValue(s.ctx, s.key, s.version)
 		if err != nil {
-			return fmt.Errorf("delete %s at version %d: %w", ss.key, ss.version, err)
+			return fmt.Errorf("delete %s at version %d: %w", s.key, s.version, err)
 		}
-		ss.version = v
+		s.version = v
 	default:
-		return fmt.Errorf("%w: %s: entity %s sent an empty state action", errProtocol, ss.mb.Service.Name, ss.mb.Key.ID)
+		return fmt.Errorf("%w: %s: entity %s sent an empty state action", errProtocol, s.svc.Name, s.id)
 	}
 	return nil
 }
 
-// fail handles a violation or the end of the stream (VE-5).
-func (ss *session) fail(cmd *entity.Command, in inbound) {
+// violation classifies what went wrong with a reply and returns the
+// reference's description for the current command (VE-5).
+func (s *session) violation(msg *protocol.ValueEntityStreamOut, err error) error {
 	var desc string
 	switch {
-	case in.Err != nil:
+	case err != nil:
 		desc = descUnexpectedTermination
-		if errors.Is(in.Err, io.EOF) {
-			ss.log.Warn("user function closed the entity stream")
+		if errors.Is(err, io.EOF) {
+			s.log.Warn("user function closed the entity stream")
 		} else {
-			ss.log.Warn("entity stream failed", "err", in.Err)
+			s.log.Warn("entity stream failed", "err", err)
 		}
-	case in.Msg.GetFailure() != nil:
+	case msg.GetFailure() != nil:
 		desc = descUnexpectedFailure
-		ss.log.Warn("user function reported an entity failure", "description", in.Msg.GetFailure().GetDescription())
-	case in.Msg.GetReply() != nil:
+		s.log.Warn("user function reported an entity failure", "description", msg.GetFailure().GetDescription())
+	case msg.GetReply() != nil:
 		desc = descUnexpectedReply
-		msg := fmt.Sprintf("%s: entity %s sent a reply for command %d, which is not in flight",
-			ss.mb.Service.Name, ss.mb.Key.ID, in.Msg.GetReply().GetCommandId())
-		ss.log.Warn(msg)
-		ss.report(msg)
+		m := fmt.Sprintf("%s: entity %s sent a reply for command %d, but the command in flight is %d",
+			s.svc.Name, s.id, msg.GetReply().GetCommandId(), s.lastID)
+		s.log.Warn(m)
+		s.report(m)
 	default:
 		desc = descUnexpectedFailure
-		msg := fmt.Sprintf("%s: entity %s sent an empty message", ss.mb.Service.Name, ss.mb.Key.ID)
-		ss.log.Warn(msg)
-		ss.report(msg)
+		m := fmt.Sprintf("%s: entity %s sent an empty message", s.svc.Name, s.id)
+		s.log.Warn(m)
+		s.report(m)
 	}
-	if cmd != nil {
-		cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, desc))
-	}
-	ss.stop()
+	return status.Error(codes.Unknown, desc)
 }
 
-// stop ends the activation after a failure; queued commands fail.
-func (ss *session) stop() { ss.s.Terminate(ss.mb, status.Error(codes.Unknown, descTerminated)) }
-
-func (ss *session) report(msg string) {
-	if r := ss.m.cfg.Reporter; r != nil {
-		r.ReportError(context.WithoutCancel(ss.s.Context()), msg)
+func (s *session) report(msg string) {
+	if r := s.m.cfg.Reporter; r != nil {
+		r.ReportError(context.WithoutCancel(s.ctx), msg)
 	}
 }
