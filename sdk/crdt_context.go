@@ -25,7 +25,7 @@ type crdtHost struct {
 	start    CRDT      // root when the handler started
 	saved    bool      // the value before the first change is in backup
 	backup   CRDT      // copy of start, in backupTree
-	backupT  *crdtTree //
+	backupT  *crdtTree // the tree of backup
 	touched  bool      // a mutator was called
 }
 

@@ -85,6 +85,46 @@
 // and srv.RegisterValueEntity(NewCartEntity()). Several Update and Delete
 // calls in one command collapse into the last.
 //
+// # CRDT entities
+//
+// A CRDT entity's state is one CRDT (GCounter, PNCounter, GSet, ORSet,
+// LWWRegister, Flag, ORMap or Vote) that the proxy owns, merges across its
+// nodes and keeps up to date in the function. Handlers get it from the
+// context with a typed accessor, which creates it on first use (the proxy
+// learns about it with its first change), and change it with the type's
+// mutators; each change is sent to the proxy as a delta with the reply, and
+// undone if the handler fails. Set elements, register values and map keys
+// are messages compared by their encoding; String("x") and its siblings
+// give stable primitive encodings. Server-streaming methods take
+// OnCRDTStreamed handlers, which keep the client's stream open by
+// registering OnChange (run after every change of the CRDT, it may send
+// the client a message or end the stream) and OnCancel (run when the
+// client goes away, it may change the CRDT):
+//
+//	e := sdk.NewCRDTEntity("com.example.chat.presence.Presence")
+//	sdk.OnCRDTStreamed(e, "Connect", func(ctx *sdk.CRDTStreamContext[*emptypb.Empty], in *pb.User) (*emptypb.Empty, error) {
+//		ctx.Vote().Vote(true)
+//		ctx.OnCancel(func(ctx *sdk.CRDTCancelContext) error {
+//			if ctx.OpenStreams("Connect") == 0 {
+//				ctx.Vote().Vote(false)
+//			}
+//			return nil
+//		})
+//		return nil, nil
+//	})
+//	sdk.OnCRDTStreamed(e, "Monitor", func(ctx *sdk.CRDTStreamContext[*pb.OnlineStatus], in *pb.User) (*pb.OnlineStatus, error) {
+//		ctx.OnChange(func(ctx *sdk.CRDTChangeContext) (*pb.OnlineStatus, error) {
+//			return &pb.OnlineStatus{Online: ctx.Vote().AtLeastOne()}, nil
+//		})
+//		return &pb.OnlineStatus{Online: ctx.Vote().AtLeastOne()}, nil
+//	})
+//
+// and srv.RegisterCRDT(e). Unary methods take OnCRDTCommand handlers. A map's values are CRDTs too:
+// ctx.ORMap().PNCounter(sdk.String("apple")).Increment(1). OnChange
+// callbacks may only read the CRDT; ctx.Delete deletes it for good, and
+// SetWriteConsistency asks the proxy to replicate a change further before
+// it answers.
+//
 // # Actions
 //
 // An action is a stateless service: each call runs a handler, with no key
@@ -119,8 +159,9 @@
 // through the proxy). Events emitted before a failure are not persisted,
 // and since they were already applied, the failure asks the proxy to
 // restart the entity (rebuild its state from the journal). A value entity's
-// failed command stores nothing and its side effects are dropped; an
-// action's failure still carries its side effects, as the protocol
+// failed command stores nothing and its side effects are dropped; a CRDT
+// entity's failed command (or OnCancel) sends no change, and its changes to
+// the local value are undone; an action's failure still carries its side effects, as the protocol
 // requires. A panicking entity handler is recovered: the proxy is told the
 // entity crashed and restarts it; a panicking action handler ends its call
 // with status INTERNAL.
@@ -134,7 +175,14 @@
 // failure), side effects, and a snapshot whenever the sequence number crosses
 // a multiple of the WithSnapshotEvery interval. Value entities work alike on
 // a cloudstate.valueentity.ValueEntity stream: init carries the stored value
-// (if any) and each reply an update or delete of it. Each action call is one
+// (if any) and each reply an update or delete of it. On a
+// cloudstate.crdt.Crdt stream, init carries the CRDT's value as a delta
+// (or the stream starts with delete, if the CRDT was deleted before);
+// commands, deltas for changes made elsewhere, and stream cancellations
+// follow, each handled in order. A reply carries the command's delta; a
+// streamed command's reply sets streamed when the handler registered a
+// callback, and its later messages go as streamed messages; each stream
+// cancellation gets exactly one response, with the OnCancel change. Each action call is one
 // call of cloudstate.action.ActionProtocol of the same streaming shape; a
 // streamed-in call starts with a command naming the method and carrying the
 // request metadata, followed by one command per client message. Discovery
@@ -144,5 +192,6 @@
 // # Testing
 //
 // Package sdk/testkit runs an entity's or an action's handlers through the
-// same processing as the server, without a proxy or network.
+// same processing as the server, without a proxy or network; for CRDT
+// entities it also plays the proxy's deltas, deletes and cancellations.
 package sdk
