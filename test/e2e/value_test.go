@@ -396,6 +396,7 @@ const (
 	rawFailUpdate = "fail-update" // fail the command, but send an update with the failure
 	rawEmpty      = "empty"       // send an empty ValueEntityStreamOut
 	rawTopFailure = "top-failure" // send a stream-level failure instead of a reply
+	rawHang       = "hang"        // never reply; end the stream when the proxy does
 )
 
 // rawDiscovery answers discovery for the raw function and records what the
@@ -440,9 +441,12 @@ func (d *rawDiscovery) wantReport(t *testing.T, text string) {
 // AddItem names one of the raw* products.
 type rawValueEntity struct {
 	protocol.UnimplementedValueEntityServer
+	// hung receives the entity id of every rawHang command, once the
+	// function has it and before it starts to hang.
+	hung chan string
 }
 
-func (rawValueEntity) Handle(stream protocol.ValueEntity_HandleServer) error {
+func (r rawValueEntity) Handle(stream protocol.ValueEntity_HandleServer) error {
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -466,6 +470,11 @@ func (rawValueEntity) Handle(stream protocol.ValueEntity_HandleServer) error {
 			return err
 		}
 		cmd := in.GetCommand()
+		if isRawHang(cmd) {
+			r.hung <- cmd.GetEntityId()
+			<-stream.Context().Done()
+			return stream.Context().Err()
+		}
 		out, end, err := rawCommand(cmd, cart)
 		if err != nil {
 			return err
@@ -477,6 +486,12 @@ func (rawValueEntity) Handle(stream protocol.ValueEntity_HandleServer) error {
 			return err
 		}
 	}
+}
+
+// isRawHang reports whether cmd is an AddItem of rawHang.
+func isRawHang(cmd *protocol.Command) bool {
+	in := &vpb.AddLineItem{}
+	return cmd.GetName() == "AddItem" && cmd.GetPayload().UnmarshalTo(in) == nil && in.GetProductId() == rawHang
 }
 
 // rawCommand answers one command: the message to send, or end to close
@@ -563,8 +578,8 @@ func descriptorSet(t *testing.T, fd protoreflect.FileDescriptor) []byte {
 }
 
 // startRawStack serves the raw function on a real gRPC server and starts a
-// real proxy in front of it.
-func startRawStack(t *testing.T) (*proxy, *grpc.ClientConn, *rawDiscovery) {
+// real proxy in front of it, with extra proxy flags.
+func startRawStack(t *testing.T, extra ...string) (*proxy, *grpc.ClientConn, *rawDiscovery, rawValueEntity) {
 	t.Helper()
 	requireBinaries(t)
 	disc := &rawDiscovery{spec: &protocol.EntitySpec{
@@ -583,7 +598,8 @@ func startRawStack(t *testing.T) (*proxy, *grpc.ClientConn, *rawDiscovery) {
 	}
 	srv := grpc.NewServer()
 	protocol.RegisterEntityDiscoveryServer(srv, disc)
-	protocol.RegisterValueEntityServer(srv, rawValueEntity{})
+	entity := rawValueEntity{hung: make(chan string, 16)}
+	protocol.RegisterValueEntityServer(srv, entity)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	// Registered before the proxy's cleanups, so it runs after them: the
@@ -594,9 +610,9 @@ func startRawStack(t *testing.T) (*proxy, *grpc.ClientConn, *rawDiscovery) {
 			t.Errorf("raw function: %v", err)
 		}
 	})
-	p := startProxy(t, lis.Addr().(*net.TCPAddr).Port)
+	p := startProxy(t, lis.Addr().(*net.TCPAddr).Port, extra...)
 	p.waitReady(t)
-	return p, p.dial(t), disc
+	return p, p.dial(t), disc, entity
 }
 
 // TestValueEntityMisbehavingFunction runs the real proxy against a function
@@ -606,7 +622,7 @@ func startRawStack(t *testing.T) (*proxy, *grpc.ClientConn, *rawDiscovery) {
 // served by a new activation.
 func TestValueEntityMisbehavingFunction(t *testing.T) {
 	t.Parallel()
-	p, conn, disc := startRawStack(t)
+	p, conn, disc, _ := startRawStack(t)
 	cart := newValueCart(t, conn)
 	logged := func(t *testing.T, text string) {
 		t.Helper()
@@ -630,8 +646,8 @@ func TestValueEntityMisbehavingFunction(t *testing.T) {
 	// AddItem is command 3 of this activation; the raw function answers 44.
 	t.Run("reply for an unknown command id", func(t *testing.T) {
 		addFails(t, rawWrongID, "Unexpected Value entity reply")
-		logged(t, "sent a reply for command 44, which is not in flight")
-		disc.wantReport(t, "sent a reply for command 44, which is not in flight")
+		logged(t, "sent a reply for command 44")
+		disc.wantReport(t, "sent a reply for command 44")
 	})
 	cart.add("alice", "pear", 1)
 	wantValueCart(t, cart.get("alice"), vItem("apple", 1), vItem("pear", 1))
@@ -668,4 +684,70 @@ func TestValueEntityMisbehavingFunction(t *testing.T) {
 	cart.add("bob", "plum", 2)
 	wantValueCart(t, cart.get("bob"), vItem("plum", 2))
 	wantHTTP(t, p, "/ready", http.StatusOK)
+}
+
+// TestValueEntityFunctionHangs: a function that never answers a command.
+// After --relay-timeout the caller gets INTERNAL (ERR-1), the proxy logs
+// it, commands queued behind it end without hanging, and the entity
+// serves again.
+func TestValueEntityFunctionHangs(t *testing.T) {
+	t.Parallel()
+	const relay = time.Second
+	p, conn, _, fn := startRawStack(t, "--relay-timeout", relay.String())
+	cart := newValueCart(t, conn)
+	cart.add("hal", "apple", 1)
+
+	hung := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := cart.c.AddItem(callCtx(t), &vpb.AddLineItem{UserId: "hal", ProductId: rawHang, Quantity: 1})
+		hung <- err
+	}()
+	if id := <-fn.hung; id != "hal" {
+		t.Fatalf("the hanging command went to entity %q", id)
+	}
+	// Two more commands for the same entity, sent while it hangs.
+	queued := make(chan error, 2)
+	for _, product := range []string{"pear", "fig"} {
+		go func() {
+			_, err := cart.c.AddItem(callCtx(t), &vpb.AddLineItem{UserId: "hal", ProductId: product, Name: strings.ToUpper(product), Quantity: 1})
+			queued <- err
+		}()
+	}
+	err := <-hung
+	if status.Code(err) != codes.Internal {
+		t.Errorf("the hanging command ended with %v, want INTERNAL", err)
+	}
+	if d := time.Since(start); d < relay || d > relay+5*time.Second {
+		t.Errorf("the hanging command ended after %v, want about the relay timeout %v", d, relay)
+	}
+	// The queued commands arrived just after the hanging one, so their own
+	// relay timeout ends at about the moment the entity gives up: either
+	// may come first. A command that arrived after the entity stopped is
+	// served by a new activation.
+	for range 2 {
+		err := <-queued
+		st := status.Convert(err)
+		switch {
+		case err == nil:
+		case st.Code() == codes.Unknown && st.Message() == "Value entity terminated":
+		case st.Code() == codes.Internal && strings.Contains(st.Message(), "relay timeout"):
+		default:
+			t.Errorf("a command queued behind the hanging one ended with %v, want success, UNKNOWN \"Value entity terminated\" or INTERNAL (relay timeout)", err)
+		}
+	}
+	got := vItems(cart.get("hal"))
+	if got["apple"] != 1 || got[rawHang] != 0 {
+		t.Errorf("cart after the hang = %v; want apple 1 and no %s", got, rawHang)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(p.logs.String(), "did not answer a command within the relay timeout") {
+			return fmt.Errorf("the proxy's log does not mention the relay timeout")
+		}
+		return nil
+	})
+	cart.add("hal", "kiwi", 1)
+	if got := vItems(cart.get("hal")); got["kiwi"] != 1 {
+		t.Errorf("cart after one more add = %v", got)
+	}
 }
