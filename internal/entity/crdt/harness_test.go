@@ -270,6 +270,9 @@ type fixture struct {
 	svc     *discovery.Service
 	do      *discovery.Method // unary
 	watch   *discovery.Method // server streaming
+
+	ctx         context.Context // parent of client calls
+	cancelCalls context.CancelFunc
 }
 
 func newFixture(t *testing.T, passivation time.Duration) *fixture {
@@ -314,6 +317,10 @@ func newFixture(t *testing.T, passivation time.Duration) *fixture {
 		CloseTimeout:       time.Second,
 		Log:                slog.New(slog.DiscardHandler),
 	})
+	// Client calls end after the manager shut down (cleanups run last
+	// first), so that shutdown meets their streams open.
+	f.ctx, f.cancelCalls = context.WithCancel(context.Background())
+	t.Cleanup(f.cancelCalls)
 	t.Cleanup(func() {
 		// Bounded, so that an entity that never stops fails the test
 		// instead of hanging the whole run.
@@ -443,7 +450,7 @@ func (f *fixture) unary(id, payload string) <-chan result {
 func (f *fixture) unaryCall(call route.Call) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
-		out, err := f.mgr.Unary(context.Background(), call)
+		out, err := f.mgr.Unary(f.ctx, call)
 		ch <- result{out, err}
 	}()
 	return ch
@@ -495,13 +502,32 @@ type subscriber struct {
 	outs   chan route.Outcome
 	done   chan error
 	cancel context.CancelFunc
+
+	returned bool // done was received; err is the call's result
+	err      error
+}
+
+// wait waits for the call to return; every outcome it relayed is in outs
+// by then, since emit runs before Stream returns.
+func (sub *subscriber) wait(t *testing.T) {
+	t.Helper()
+	if sub.returned {
+		return
+	}
+	timer := time.NewTimer(waitFor)
+	defer timer.Stop()
+	select {
+	case sub.err = <-sub.done:
+		sub.returned = true
+	case <-timer.C:
+		t.Fatal("timed out waiting for the client stream to end")
+	}
 }
 
 // subscribe calls Watch on entity id; emit, if set, replaces the recording
 // of outcomes.
 func (f *fixture) subscribe(id, payload string, emit func(route.Outcome) error) *subscriber {
-	ctx, cancel := context.WithCancel(context.Background())
-	f.t.Cleanup(cancel)
+	ctx, cancel := context.WithCancel(f.ctx)
 	sub := &subscriber{outs: make(chan route.Outcome, 4096), done: make(chan error, 1), cancel: cancel}
 	if emit == nil {
 		emit = func(o route.Outcome) error {
@@ -523,8 +549,14 @@ func (sub *subscriber) next(t *testing.T) route.Outcome {
 	select {
 	case o := <-sub.outs:
 		return o
-	case err := <-sub.done:
-		t.Fatalf("stream ended (%v) while waiting for an outcome", err)
+	case sub.err = <-sub.done:
+		sub.returned = true
+		select {
+		case o := <-sub.outs:
+			return o
+		default:
+		}
+		t.Fatalf("stream ended (%v) while waiting for an outcome", sub.err)
 	case <-timer.C:
 		t.Fatal("timed out waiting for an outcome on the client stream")
 	}
@@ -540,25 +572,17 @@ func (sub *subscriber) nextText(t *testing.T, want string) route.Outcome {
 	return o
 }
 
-// end waits for the streamed call to return, failing on outcomes first.
+// end waits for the streamed call to return, failing if it relayed an
+// outcome not read yet, and returns its result.
 func (sub *subscriber) end(t *testing.T) error {
 	t.Helper()
-	timer := time.NewTimer(waitFor)
-	defer timer.Stop()
+	sub.wait(t)
 	select {
-	case err := <-sub.done:
-		select {
-		case o := <-sub.outs:
-			t.Fatalf("client stream got %q before its end", textOf(o))
-		default:
-		}
-		return err
 	case o := <-sub.outs:
-		t.Fatalf("client stream got %q, want its end", textOf(o))
-	case <-timer.C:
-		t.Fatal("timed out waiting for the client stream to end")
+		t.Fatalf("client stream got %q (action %v) before its end", textOf(o), o.Action)
+	default:
 	}
-	return nil
+	return sub.err
 }
 
 func msg(text string) *anypb.Any { return &anypb.Any{TypeUrl: msgType, Value: []byte(text)} }

@@ -1063,3 +1063,32 @@ func TestFailureAnsweringStreamCancelledEndsTheCancellation(t *testing.T) {
 	f.remote("a", remoteGCounter(t, 5))
 	wantDelta(t, s.delta(t), gcounter(5))
 }
+
+// CRDT-6: every Vote delta the proxy sends carries all three fields. Two
+// cluster members, so that another node's vote changes the tally.
+func TestVoteDeltasCarryAllThreeFields(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	f.rep.replica.Members = []string{"node-1", "node-2"} // before any entity runs
+	vote := func(self bool, votesFor, total int32) *protocol.CrdtDelta {
+		return &protocol.CrdtDelta{Delta: &protocol.CrdtDelta_Vote{Vote: &protocol.VoteDelta{SelfVote: self, VotesFor: votesFor, TotalVoters: total}}}
+	}
+	u := f.unary("a", "vote yes")
+	s := f.nextStream()
+	s.command(t)
+	s.reply(t, &protocol.CrdtReply{CommandId: 1, ClientAction: replyOf("ok"), StateAction: update(vote(true, 0, 0))})
+	awaitReply(t, u, "ok")
+	// The function counted only itself as a voter; the proxy corrects it.
+	wantDelta(t, s.delta(t), vote(true, 1, 2))
+
+	other, err := crdt.FromDelta(crdt.Replica{Node: "node-2"}, vote(true, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.remote("a", other)
+	wantDelta(t, s.delta(t), vote(true, 2, 2))
+	if err := other.Apply(crdt.Replica{Node: "node-2"}, vote(false, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	f.remote("a", other)
+	wantDelta(t, s.delta(t), vote(true, 1, 2))
+}

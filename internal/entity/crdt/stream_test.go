@@ -94,8 +94,9 @@ func TestSlowClientDoesNotBlockTheEntity(t *testing.T) {
 	roundTrip(t, f, s, "full")
 	roundTrip(t, f, s, "still full")
 	select {
-	case err := <-sc.done:
-		t.Fatalf("slow stream ended (%v) before its buffer overflowed", err)
+	case sc.err = <-sc.done:
+		sc.returned = true
+		t.Fatalf("slow stream ended (%v) before its buffer overflowed", sc.err)
 	default:
 	}
 
