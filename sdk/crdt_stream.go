@@ -22,7 +22,8 @@ type crdtService struct {
 // cancellations in order until the proxy half-closes the stream or the CRDT
 // is deleted.
 func (s *crdtService) Handle(stream protocol.Crdt_HandleServer) error {
-	next := receive(s.streams, stream.Context(), stream.Recv)
+	next, done := receive(s.streams, stream.Recv)
+	defer done()
 	first, err := next()
 	if err != nil {
 		return endOfStream(err)

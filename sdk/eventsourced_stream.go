@@ -21,7 +21,8 @@ type eventSourcedService struct {
 // Handle runs one entity activation: init, replayed events, then commands
 // one at a time until the proxy half-closes the stream.
 func (s *eventSourcedService) Handle(stream protocol.EventSourced_HandleServer) error {
-	next := receive(s.streams, stream.Context(), stream.Recv)
+	next, done := receive(s.streams, stream.Recv)
+	defer done()
 	first, err := next()
 	if err != nil {
 		return endOfStream(err)

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudstate-go/cloudstate/protocol"
@@ -220,11 +222,24 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 	logger := s.opts.logger
 	stopping := make(chan struct{})
-	var readers sync.WaitGroup
-	streams := entityStreams{stopping: stopping, readers: &readers}
+	busy := new(atomic.Int64)
+	streams := entityStreams{stopping: stopping, busy: busy}
 	// WaitForHandlers makes Stop wait for handlers too, so no stream handler
-	// (and no reader it starts) outlives this function.
-	gs := grpc.NewServer(grpc.WaitForHandlers(true))
+	// outlives this function. The interceptors count action calls in
+	// progress, which shutdown lets finish.
+	gs := grpc.NewServer(grpc.WaitForHandlers(true),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			busy.Add(1)
+			defer busy.Add(-1)
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if strings.HasPrefix(info.FullMethod, "/cloudstate.action.") {
+				busy.Add(1)
+				defer busy.Add(-1)
+			}
+			return h(srv, ss)
+		}))
 	protocol.RegisterEntityDiscoveryServer(gs, &discoveryService{spec: spec, logger: logger})
 	es := &eventSourcedService{entities: make(map[string]*eventSourcedDef), logger: logger, streams: streams}
 	for _, d := range eventSourced {
@@ -255,28 +270,25 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	case err := <-served:
 		close(stopping)
 		gs.Stop()
-		readers.Wait()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 
+	// Stop accepting, let the commands and action calls in progress finish
+	// (at most the shutdown timeout), then cut the idle entity streams: an
+	// idle stream waits for the proxy and would otherwise hold shutdown up
+	// until the proxy passivates it.
 	close(stopping)
-	stopped := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(stopped)
-	}()
-	timer := time.NewTimer(s.opts.shutdownTimeout)
-	defer timer.Stop()
-	select {
-	case <-stopped:
-	case <-timer.C:
-		logger.Warn("shutdown timeout reached; closing connections", "timeout", s.opts.shutdownTimeout)
-		gs.Stop()
-		<-stopped
+	lis.Close()
+	deadline := time.Now().Add(s.opts.shutdownTimeout)
+	for busy.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
+	if n := busy.Load(); n > 0 {
+		logger.Warn("shutdown timeout reached; cutting calls in progress", "timeout", s.opts.shutdownTimeout, "in_progress", n)
+	}
+	gs.Stop()
 	<-served
-	readers.Wait()
 	return nil
 }
 

@@ -1,62 +1,54 @@
 package sdk
 
 import (
-	"context"
 	"errors"
 	"io"
-	"sync"
+	"sync/atomic"
 )
 
 // errStopping reports that the server is shutting down.
 var errStopping = errors.New("server stopping")
 
-// entityStreams is what the entity stream services (event-sourced, value)
-// share with the server: how to tell that it is stopping, and the group of
-// receive goroutines that Serve waits for.
+// entityStreams is what the entity stream services (event-sourced, value,
+// CRDT) share with the server: how to tell that it is stopping, and how
+// many messages are being processed right now, so that shutdown can wait
+// for those and then cut the idle streams.
 type entityStreams struct {
-	// stopping is closed when the server shuts down; streams then end after
-	// the command in progress, so shutdown need not wait for passivation.
+	// stopping is closed when the server shuts down; a stream ends when it
+	// comes back for its next message.
 	stopping <-chan struct{}
-	// readers tracks the per-stream receive goroutines; Serve waits for it.
-	readers *sync.WaitGroup
+	// busy counts streams between receiving a message and asking for the
+	// next one, and action calls in progress.
+	busy *atomic.Int64
 }
 
-type received[T any] struct {
-	msg *T
-	err error
-}
-
-// receive starts a stream's reader goroutine and returns the function that
-// yields its messages. The reader lets a stream handler react to server
-// shutdown while it waits for the proxy; it ends when the stream ends (gRPC
-// cancels ctx once the handler returns).
-func receive[T any](s entityStreams, ctx context.Context, recv func() (*T, error)) func() (*T, error) {
-	ch := make(chan received[T])
-	s.readers.Add(1)
-	go func() {
-		defer s.readers.Done()
-		for {
-			msg, err := recv()
-			select {
-			case ch <- received[T]{msg, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return func() (*T, error) {
-		select {
-		case r := <-ch:
-			return r.msg, r.err
-		case <-s.stopping:
-			return nil, errStopping
-		case <-ctx.Done():
-			return nil, ctx.Err()
+// receive returns the function that yields a stream's messages, read on
+// the handler's own goroutine (a reader goroutine per stream would cost a
+// hand-off on every command and memory for every idle entity), and the
+// function the handler must defer to settle the busy count.
+func receive[T any](s entityStreams, recv func() (*T, error)) (next func() (*T, error), done func()) {
+	busy := false
+	settle := func() {
+		if busy {
+			busy = false
+			s.busy.Add(-1)
 		}
 	}
+	next = func() (*T, error) {
+		settle()
+		select {
+		case <-s.stopping:
+			return nil, errStopping
+		default:
+		}
+		msg, err := recv()
+		if err == nil {
+			busy = true
+			s.busy.Add(1)
+		}
+		return msg, err
+	}
+	return next, settle
 }
 
 // endOfStream maps the end of the incoming stream to a stream handler's

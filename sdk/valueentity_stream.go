@@ -21,7 +21,8 @@ type valueEntityService struct {
 // Handle runs one entity activation: init, then commands one at a time
 // until the proxy half-closes the stream.
 func (s *valueEntityService) Handle(stream protocol.ValueEntity_HandleServer) error {
-	next := receive(s.streams, stream.Context(), stream.Recv)
+	next, done := receive(s.streams, stream.Recv)
+	defer done()
 	first, err := next()
 	if err != nil {
 		return endOfStream(err)

@@ -62,6 +62,7 @@ func run(args []string, started time.Time, stdin io.Reader, stdout, stderr io.Wr
 			return 2
 		}
 		log := cfg.Logger(stderr)
+		startPprof(log)
 		if err := proxy.New(cfg, log, version, started).Run(ctx); err != nil {
 			log.Error("cloudstate proxy failed", "err", err)
 			return 1

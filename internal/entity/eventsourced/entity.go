@@ -37,7 +37,6 @@ type session struct {
 	svc    *discovery.Service
 	id     string
 	pid    string
-	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
 	stream protocol.EventSourced_HandleClient
@@ -48,11 +47,10 @@ type session struct {
 // activate loads the snapshot and events of an entity and replays them to
 // a new stream (ES-1).
 func (m *Manager) activate(ctx context.Context, svc *discovery.Service, id string) (entity.Session, error) {
-	s := &session{m: m, svc: svc, id: id, pid: svc.PersistenceID + "|" + id,
-		log: m.cfg.Log.With("service", svc.Name, "entity", id)}
+	s := &session{m: m, svc: svc, id: id, pid: svc.PersistenceID + "|" + id}
 	snap, hasSnap, err := m.cfg.Snapshots.LatestSnapshot(ctx, s.pid)
 	if err != nil {
-		s.log.Error("loading snapshot failed", "pid", s.pid, "err", err)
+		s.log().Error("loading snapshot failed", "pid", s.pid, "err", err)
 		return nil, status.Error(codes.Unknown, descRecoveryFailed)
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
@@ -85,7 +83,7 @@ func (m *Manager) activate(ctx context.Context, svc *discovery.Service, id strin
 	}
 	if err != nil {
 		s.cancel()
-		s.log.Error("replaying the journal failed", "pid", s.pid, "err", err)
+		s.log().Error("replaying the journal failed", "pid", s.pid, "err", err)
 		return nil, status.Error(codes.Unknown, descRecoveryFailed)
 	}
 	return s, nil
@@ -121,12 +119,12 @@ func (s *session) Close() {
 		for {
 			msg, err := s.recv(s.m.cfg.CloseTimeout)
 			if errors.Is(err, errTimeout) {
-				s.log.Warn("user function did not close the entity stream in time", "timeout", s.m.cfg.CloseTimeout)
+				s.log().Warn("user function did not close the entity stream in time", "timeout", s.m.cfg.CloseTimeout)
 			}
 			if err != nil {
 				break
 			}
-			s.log.Warn("message from the user function after the stream was closed; ignored", "message", msg.String())
+			s.log().Warn("message from the user function after the stream was closed; ignored", "message", msg.String())
 		}
 	}
 	s.cancel()
@@ -145,11 +143,11 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 		Payload:  call.Payload,
 	}}}); err != nil {
 		// The stream is broken; Recv tells why.
-		s.log.Debug("sending a command failed", "err", err)
+		s.log().Debug("sending a command failed", "err", err)
 	}
 	msg, err := s.recv(s.m.cfg.RelayTimeout)
 	if errors.Is(err, errTimeout) {
-		s.log.Warn("user function did not answer a command within the relay timeout", "command", call.Method.Name, "timeout", s.m.cfg.RelayTimeout)
+		s.log().Warn("user function did not answer a command within the relay timeout", "command", call.Method.Name, "timeout", s.m.cfg.RelayTimeout)
 		return route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", s.id, s.m.cfg.RelayTimeout), entity.Terminate
 	}
 	reply := msg.GetReply()
@@ -172,7 +170,7 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 	}
 
 	if err := s.persist(reply); err != nil {
-		s.log.Error("persisting events failed; stopping the entity", "pid", s.pid, "err", err)
+		s.log().Error("persisting events failed; stopping the entity", "pid", s.pid, "err", err)
 		code := codes.Unknown
 		if errors.Is(err, store.ErrUnavailable) {
 			code = codes.Unavailable
@@ -189,7 +187,7 @@ func (s *session) persist(reply *protocol.EventSourcedReply) error {
 	events := reply.GetEvents()
 	if len(events) == 0 {
 		if reply.GetSnapshot() != nil {
-			s.log.Debug("snapshot without events ignored")
+			s.log().Debug("snapshot without events ignored")
 		}
 		return nil
 	}
@@ -203,7 +201,7 @@ func (s *session) persist(reply *protocol.EventSourcedReply) error {
 	s.seq += int64(len(batch))
 	if snap := reply.GetSnapshot(); snap != nil {
 		if err := s.m.cfg.Snapshots.SaveSnapshot(s.ctx, s.pid, store.Snapshot{Seq: s.seq, Payload: snap}); err != nil {
-			s.log.Warn("saving a snapshot failed", "pid", s.pid, "seq", s.seq, "err", err)
+			s.log().Warn("saving a snapshot failed", "pid", s.pid, "seq", s.seq, "err", err)
 		}
 	}
 	return nil
@@ -217,27 +215,33 @@ func (s *session) violation(msg *protocol.EventSourcedStreamOut, err error) erro
 	case err != nil:
 		desc = descUnexpectedTermination
 		if errors.Is(err, io.EOF) {
-			s.log.Warn("user function closed the entity stream")
+			s.log().Warn("user function closed the entity stream")
 		} else {
-			s.log.Warn("entity stream failed", "err", err)
+			s.log().Warn("entity stream failed", "err", err)
 		}
 	case msg.GetFailure() != nil:
 		desc = descUnexpectedFailure
-		s.log.Warn("user function reported an entity failure", "description", msg.GetFailure().GetDescription(),
+		s.log().Warn("user function reported an entity failure", "description", msg.GetFailure().GetDescription(),
 			"command_id", msg.GetFailure().GetCommandId())
 	case msg.GetReply() != nil:
 		desc = descUnexpectedReply
 		m := fmt.Sprintf("%s: entity %s sent a reply for command %d, but the command in flight is %d",
 			s.svc.Name, s.id, msg.GetReply().GetCommandId(), s.lastID)
-		s.log.Warn(m)
+		s.log().Warn(m)
 		s.report(m)
 	default:
 		desc = descUnexpectedMessage
 		m := fmt.Sprintf("%s: entity %s sent an empty message", s.svc.Name, s.id)
-		s.log.Warn(m)
+		s.log().Warn(m)
 		s.report(m)
 	}
 	return status.Error(codes.Unknown, desc)
 }
 
 func (s *session) report(msg string) { s.m.report(s.ctx, msg) }
+
+// log returns the entity's logger. It is built on demand because most
+// entities never log, and 10,000 active entities should not each carry one.
+func (s *session) log() *slog.Logger {
+	return s.m.cfg.Log.With("service", s.svc.Name, "entity", s.id)
+}

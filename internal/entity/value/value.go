@@ -98,7 +98,6 @@ type session struct {
 	svc     *discovery.Service
 	id      string
 	key     string
-	log     *slog.Logger
 	ctx     context.Context
 	cancel  context.CancelFunc
 	stream  protocol.ValueEntity_HandleClient
@@ -108,11 +107,10 @@ type session struct {
 
 // activate reads the stored value, opens the stream and sends init (VE-1).
 func (m *Manager) activate(ctx context.Context, svc *discovery.Service, id string) (entity.Session, error) {
-	s := &session{m: m, svc: svc, id: id, key: Key(svc.PersistenceID, id),
-		log: m.cfg.Log.With("service", svc.Name, "entity", id)}
+	s := &session{m: m, svc: svc, id: id, key: Key(svc.PersistenceID, id)}
 	v, err := m.cfg.Store.GetValue(ctx, s.key)
 	if err != nil {
-		s.log.Error("reading the stored value failed", "key", s.key, "err", err)
+		s.log().Error("reading the stored value failed", "key", s.key, "err", err)
 		if errors.Is(err, store.ErrUnavailable) {
 			return nil, status.Error(codes.Unavailable, descTerminated)
 		}
@@ -160,12 +158,12 @@ func (s *session) Close() {
 		for {
 			_, err := s.recv(s.m.cfg.CloseTimeout)
 			if errors.Is(err, errTimeout) {
-				s.log.Warn("user function did not close the entity stream in time", "timeout", s.m.cfg.CloseTimeout)
+				s.log().Warn("user function did not close the entity stream in time", "timeout", s.m.cfg.CloseTimeout)
 			}
 			if err != nil {
 				break
 			}
-			s.log.Warn("message from the user function after the stream was closed; ignored")
+			s.log().Warn("message from the user function after the stream was closed; ignored")
 		}
 	}
 	s.cancel()
@@ -183,11 +181,11 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 		Name:     call.Method.Name,
 		Payload:  call.Payload,
 	}}}); err != nil {
-		s.log.Debug("sending a command failed", "err", err)
+		s.log().Debug("sending a command failed", "err", err)
 	}
 	msg, err := s.recv(s.m.cfg.RelayTimeout)
 	if errors.Is(err, errTimeout) {
-		s.log.Warn("user function did not answer a command within the relay timeout", "command", call.Method.Name, "timeout", s.m.cfg.RelayTimeout)
+		s.log().Warn("user function did not answer a command within the relay timeout", "command", call.Method.Name, "timeout", s.m.cfg.RelayTimeout)
 		return route.Outcome{}, status.Errorf(codes.Internal, "entity %s did not answer within the relay timeout (%s)", s.id, s.m.cfg.RelayTimeout), entity.Terminate
 	}
 	reply := msg.GetReply()
@@ -206,13 +204,13 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 		code := codes.Unknown
 		switch {
 		case errors.Is(err, errProtocol):
-			s.log.Warn(err.Error())
+			s.log().Warn(err.Error())
 			s.report(err.Error())
 		case errors.Is(err, store.ErrUnavailable):
 			code = codes.Unavailable
-			s.log.Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
+			s.log().Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
 		default:
-			s.log.Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
+			s.log().Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
 		}
 		return route.Outcome{}, status.Error(code, descUnexpectedFailure), entity.Terminate
 	}
@@ -257,23 +255,23 @@ func (s *session) violation(msg *protocol.ValueEntityStreamOut, err error) error
 	case err != nil:
 		desc = descUnexpectedTermination
 		if errors.Is(err, io.EOF) {
-			s.log.Warn("user function closed the entity stream")
+			s.log().Warn("user function closed the entity stream")
 		} else {
-			s.log.Warn("entity stream failed", "err", err)
+			s.log().Warn("entity stream failed", "err", err)
 		}
 	case msg.GetFailure() != nil:
 		desc = descUnexpectedFailure
-		s.log.Warn("user function reported an entity failure", "description", msg.GetFailure().GetDescription())
+		s.log().Warn("user function reported an entity failure", "description", msg.GetFailure().GetDescription())
 	case msg.GetReply() != nil:
 		desc = descUnexpectedReply
 		m := fmt.Sprintf("%s: entity %s sent a reply for command %d, but the command in flight is %d",
 			s.svc.Name, s.id, msg.GetReply().GetCommandId(), s.lastID)
-		s.log.Warn(m)
+		s.log().Warn(m)
 		s.report(m)
 	default:
 		desc = descUnexpectedFailure
 		m := fmt.Sprintf("%s: entity %s sent an empty message", s.svc.Name, s.id)
-		s.log.Warn(m)
+		s.log().Warn(m)
 		s.report(m)
 	}
 	return status.Error(codes.Unknown, desc)
@@ -283,4 +281,10 @@ func (s *session) report(msg string) {
 	if r := s.m.cfg.Reporter; r != nil {
 		r.ReportError(context.WithoutCancel(s.ctx), msg)
 	}
+}
+
+// log returns the entity's logger. It is built on demand because most
+// entities never log, and 10,000 active entities should not each carry one.
+func (s *session) log() *slog.Logger {
+	return s.m.cfg.Log.With("service", s.svc.Name, "entity", s.id)
 }
