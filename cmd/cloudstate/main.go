@@ -3,6 +3,7 @@
 //	cloudstate proxy [flags]          run the proxy beside a user function
 //	cloudstate dev [flags] <function> run a user function and a proxy together
 //	cloudstate call <svc>/<method> …  call a service through the proxy
+//	cloudstate store events <pid>     read what the proxy stored
 //	cloudstate version                print the version
 package main
 
@@ -21,6 +22,7 @@ import (
 	"github.com/cloudstate-go/cloudstate/internal/config"
 	"github.com/cloudstate-go/cloudstate/internal/dev"
 	"github.com/cloudstate-go/cloudstate/internal/proxy"
+	"github.com/cloudstate-go/cloudstate/internal/storecli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,6 +36,8 @@ Usage:
                                         directory, or any command) with a proxy in front
   cloudstate call [flags] <svc>/<method> [json]
                                         call a service through the proxy
+  cloudstate store events|snapshot|value <id> [flags]
+                                        read what the proxy stored
   cloudstate version                    print the version
 
 Run "cloudstate <command> --help" for the flags of a command.
@@ -72,6 +76,8 @@ func run(args []string, started time.Time, stdin io.Reader, stdout, stderr io.Wr
 		return exitCode(stderr, "dev", dev.Run(ctx, args[1:], version, started, stderr))
 	case "call":
 		return exitCode(stderr, "call", call.Run(ctx, args[1:], stdin, stdout, stderr))
+	case "store":
+		return exitCode(stderr, "store", storecli.Run(ctx, args[1:], os.Getenv, stdout, stderr))
 	case "version", "--version":
 		fmt.Fprintln(stdout, "cloudstate", version)
 		return 0

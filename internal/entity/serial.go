@@ -61,6 +61,12 @@ const (
 	// Terminate: the activation failed; commands already waiting fail with
 	// SerialConfig.Terminated, later ones activate the entity again.
 	Terminate
+	// Reload: the stored state moved under the activation (another writer,
+	// or a store outage left a write's outcome unknown); the stream is cut
+	// and the next command, including those already waiting, activates the
+	// entity again from the store. Nothing waiting was sent, so nothing is
+	// lost by serving it on the new activation.
+	Reload
 )
 
 // Activate opens a session for an entity. ctx is cancelled when shutdown
@@ -279,6 +285,9 @@ func (a *actor) run(ctx context.Context, call route.Call, terminated bool) (rout
 	out, err, end := a.session.Handle(ctx, call)
 	switch end {
 	case Restart:
+		a.session = nil
+	case Reload:
+		a.session.Abort()
 		a.session = nil
 	case Terminate:
 		a.session.Abort()

@@ -51,7 +51,7 @@ func (m *Manager) activate(ctx context.Context, svc *discovery.Service, id strin
 	snap, hasSnap, err := m.cfg.Snapshots.LatestSnapshot(ctx, s.pid)
 	if err != nil {
 		s.log().Error("loading snapshot failed", "pid", s.pid, "err", err)
-		return nil, status.Error(codes.Unknown, descRecoveryFailed)
+		return nil, recoveryError(err)
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.stream, err = m.cfg.Client.Handle(s.ctx)
@@ -84,9 +84,19 @@ func (m *Manager) activate(ctx context.Context, svc *discovery.Service, id strin
 	if err != nil {
 		s.cancel()
 		s.log().Error("replaying the journal failed", "pid", s.pid, "err", err)
-		return nil, status.Error(codes.Unknown, descRecoveryFailed)
+		return nil, recoveryError(err)
 	}
 	return s, nil
+}
+
+// recoveryError is the caller's error when the journal cannot be read:
+// UNAVAILABLE while the store is down (retry later), else the reference's
+// UNKNOWN "Error recovering event log" (ES-7).
+func recoveryError(err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return status.Error(codes.Unavailable, descRecoveryFailed)
+	}
+	return status.Error(codes.Unknown, descRecoveryFailed)
 }
 
 // brokenDuringRecovery ends a stream that broke while recovering and
@@ -170,12 +180,8 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 	}
 
 	if err := s.persist(reply); err != nil {
-		s.log().Error("persisting events failed; stopping the entity", "pid", s.pid, "err", err)
-		code := codes.Unknown
-		if errors.Is(err, store.ErrUnavailable) {
-			code = codes.Unavailable
-		}
-		return route.Outcome{}, status.Error(code, descUnexpectedFailure), entity.Terminate
+		s.log().Error("persisting events failed; reloading the entity", "pid", s.pid, "err", err)
+		return route.Outcome{}, writeError(err), writeEnd(err)
 	}
 	return route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil, entity.Continue
 }
@@ -244,4 +250,32 @@ func (s *session) report(msg string) { s.m.report(s.ctx, msg) }
 // entities never log, and 10,000 active entities should not each carry one.
 func (s *session) log() *slog.Logger {
 	return s.m.cfg.Log.With("service", s.svc.Name, "entity", s.id)
+}
+
+// writeError is the caller's error when a write failed. A fenced write
+// (another writer got there first) is ABORTED and an unreachable store
+// UNAVAILABLE, both worth retrying; anything else is the reference's
+// UNKNOWN "Unexpected entity failure" (ES-7).
+func writeError(err error) error {
+	return status.Error(writeCode(err), descUnexpectedFailure)
+}
+
+func writeCode(err error) codes.Code {
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return codes.Aborted
+	case errors.Is(err, store.ErrUnavailable):
+		return codes.Unavailable
+	}
+	return codes.Unknown
+}
+
+// writeEnd says how the entity goes on after a failed write: for a
+// conflict or an outage the commands already waiting (never sent) are
+// served by a fresh activation; other failures terminate them (ES-7).
+func writeEnd(err error) entity.End {
+	if writeCode(err) == codes.Unknown {
+		return entity.Terminate
+	}
+	return entity.Reload
 }

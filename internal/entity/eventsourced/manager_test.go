@@ -519,7 +519,7 @@ func TestJournalConflictFailsTheCommandAndReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := f.call("a", 1)
-	wantStatus(t, err, codes.Unknown, "Unexpected entity failure")
+	wantStatus(t, err, codes.Aborted, "Unexpected entity failure")
 	if got := f.mustCall("a", 1); got != 102 {
 		t.Fatalf("total after reload %d, want 102", got)
 	}

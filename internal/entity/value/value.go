@@ -201,18 +201,22 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 		return route.Outcome{Action: reply.GetClientAction()}, nil, entity.Continue
 	}
 	if err := s.write(reply.GetStateAction()); err != nil {
-		code := codes.Unknown
 		switch {
 		case errors.Is(err, errProtocol):
 			s.log().Warn(err.Error())
 			s.report(err.Error())
+			return route.Outcome{}, status.Error(codes.Unknown, descUnexpectedFailure), entity.Terminate
+		case errors.Is(err, store.ErrConflict):
+			// Another writer changed the value: reload it; what waits was
+			// never sent and is served by the new activation.
+			s.log().Warn("the stored value changed under the entity; reloading", "key", s.key, "err", err)
+			return route.Outcome{}, status.Error(codes.Aborted, descUnexpectedFailure), entity.Reload
 		case errors.Is(err, store.ErrUnavailable):
-			code = codes.Unavailable
-			s.log().Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
-		default:
-			s.log().Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
+			s.log().Error("writing the value failed; reloading the entity", "key", s.key, "err", err)
+			return route.Outcome{}, status.Error(codes.Unavailable, descUnexpectedFailure), entity.Reload
 		}
-		return route.Outcome{}, status.Error(code, descUnexpectedFailure), entity.Terminate
+		s.log().Error("writing the value failed; stopping the entity", "key", s.key, "err", err)
+		return route.Outcome{}, status.Error(codes.Unknown, descUnexpectedFailure), entity.Terminate
 	}
 	return route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil, entity.Continue
 }

@@ -735,7 +735,7 @@ func TestStaleWriteFailsTheCommandAndReloads(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := f.call("a", op)
-			wantStatus(t, err, codes.Unknown, "Unexpected Value entity failure")
+			wantStatus(t, err, codes.Aborted, "Unexpected Value entity failure")
 			f.wantStored("a", 100)
 			f.mustCall("a", "add:1", 101)
 			views := f.fn.streamsOf("a")
