@@ -193,6 +193,10 @@ func (l *loop) serve(passivation time.Duration) {
 	draining := false // shutting down: passivate as soon as nothing is in flight
 	for {
 		if draining && !l.busy() && l.mb.Passivate() {
+			for id, cmd := range l.streams {
+				delete(l.streams, id)
+				cmd.Finish(route.Outcome{}, nil)
+			}
 			l.s.CloseGracefully(l.m.cfg.CloseTimeout, l.log)
 			return
 		}
@@ -212,6 +216,10 @@ func (l *loop) serve(passivation time.Duration) {
 			if done := l.receive(in); done {
 				return
 			}
+		case <-l.s.Context().Done():
+			// Shutdown ran out of time (Kill): the stream is cut.
+			l.crash("the entity stream was cut at shutdown")
+			return
 		case <-l.changed:
 			l.pending = true
 		case <-idle.C:
@@ -324,13 +332,22 @@ func (l *loop) reply(r *protocol.CrdtReply) bool {
 		l.crash(fmt.Sprintf("reply to command %d is streamed, but the command is not", id))
 		return true
 	}
-	if sa := r.GetStateAction(); sa != nil {
+	if sa := r.GetStateAction(); sa != nil && sa.GetAction() != nil {
 		if _, del := sa.GetAction().(*protocol.CrdtStateAction_Delete); del {
 			l.delete(cmd, route.Outcome{Action: r.GetClientAction(), SideEffects: r.GetSideEffects()}, sa.GetWriteConsistency())
 			return true
 		}
 		if err := l.update(sa); err != nil {
-			cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, descWriteFailed))
+			if _, deleted := l.m.cfg.Replicator.Get(l.key); deleted {
+				cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, descDeleted))
+				l.deletedElsewhere()
+				return true
+			}
+			if errors.Is(err, errReplication) {
+				cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, descWriteFailed))
+			} else {
+				l.outstanding[id] = cmd
+			}
 			l.crash(err.Error())
 			return true
 		}
@@ -369,6 +386,12 @@ func (l *loop) streamed(sm *protocol.CrdtStreamedMessage) {
 		return
 	}
 	if !cmd.Send(route.Outcome{Action: sm.GetClientAction(), SideEffects: sm.GetSideEffects()}) {
+		if sm.GetEndStream() {
+			delete(l.streams, id)
+			delete(l.ids, cmd)
+			cmd.Finish(route.Outcome{}, status.Error(codes.ResourceExhausted, descTooSlowClient))
+			return
+		}
 		l.endStream(id, cmd, status.Error(codes.ResourceExhausted, descTooSlowClient))
 		return
 	}
@@ -396,7 +419,7 @@ func (l *loop) cancelled(r *protocol.CrdtStreamCancelledResponse) bool {
 	}
 	delete(l.cancelling, id)
 	delete(l.ids, cmd)
-	if sa := r.GetStateAction(); sa != nil {
+	if sa := r.GetStateAction(); sa != nil && sa.GetAction() != nil {
 		if _, del := sa.GetAction().(*protocol.CrdtStateAction_Delete); del {
 			l.delete(nil, route.Outcome{}, sa.GetWriteConsistency())
 			return true
@@ -432,9 +455,17 @@ func (l *loop) failure(f *protocol.Failure) {
 		cmd.Finish(route.Outcome{}, status.Error(codes.Unknown, descUnexpected))
 		return
 	}
+	if cmd := l.cancelling[id]; cmd != nil {
+		delete(l.cancelling, id)
+		delete(l.ids, cmd)
+		cmd.Finish(route.Outcome{}, nil)
+		return
+	}
 	l.report(fmt.Sprintf("%s: entity %s reported a failure not tied to a command in flight: %s",
 		l.mb.Service.Name, l.mb.Key.ID, f.GetDescription()))
 }
+
+var errReplication = errors.New("replicating the update failed")
 
 // update applies the function's delta to the state and replicates it.
 func (l *loop) update(sa *protocol.CrdtStateAction) error {
@@ -453,7 +484,7 @@ func (l *loop) update(sa *protocol.CrdtStateAction) error {
 	}
 	merged, err := l.m.cfg.Replicator.Update(l.s.Context(), l.key, l.state, sa.GetWriteConsistency())
 	if err != nil {
-		return fmt.Errorf("replicating the update failed: %w", err)
+		return fmt.Errorf("%w: %w", errReplication, err)
 	}
 	l.state = merged
 	return nil
