@@ -1,0 +1,437 @@
+// Package crdte2e holds the end-to-end tests of CRDT entities: the real
+// cloudstate proxy, the presence and likes samples, the presence gateway
+// and a CRDT test function (testfunction/) run as separate processes on
+// loopback; the tests call them over real gRPC and HTTP, and drive the
+// presence web page in headless Chromium.
+//
+// TestMain builds every binary once; -short skips everything here. Set
+// CLOUDSTATE_E2E_RACE=1 to build them with the race detector; a race
+// report in any process's output then fails the test that ran it.
+package crdte2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// bins are the paths of the binaries TestMain built; empty under -short.
+var bins struct {
+	cloudstate, presence, likes, gateway, testfunction string
+}
+
+// repoRoot is the root of the repository (where the root go.mod is).
+var repoRoot string
+
+const rootModule = "github.com/cloudstate-go/cloudstate"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if testing.Short() {
+		return m.Run()
+	}
+	root, err := findRepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/crdt:", err)
+		return 1
+	}
+	repoRoot = root
+	dir, err := os.MkdirTemp("", "cloudstate-crdt-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/crdt:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	if raceEnabled() {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/cloudstate", "./samples/presence", "./samples/likes",
+		"./samples/presence/gateway", "./test/crdt/testfunction")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "test/crdt: go %s: %v\n%s", strings.Join(args, " "), err, out)
+		return 1
+	}
+	bins.cloudstate = filepath.Join(dir, "cloudstate")
+	bins.presence = filepath.Join(dir, "presence")
+	bins.likes = filepath.Join(dir, "likes")
+	bins.gateway = filepath.Join(dir, "gateway")
+	bins.testfunction = filepath.Join(dir, "testfunction")
+	return m.Run()
+}
+
+// findRepoRoot walks up from the working directory to the root module.
+func findRepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(string(b), "module "+rootModule+"\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module " + rootModule + " above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func raceEnabled() bool { return os.Getenv("CLOUDSTATE_E2E_RACE") == "1" }
+
+func requireBinaries(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end tests run real processes; skipped with -short")
+	}
+}
+
+// eventually polls cond every 10ms until it returns nil, and fails the test
+// with cond's last error when timeout passes first.
+func eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	eventuallyEvery(t, timeout, 10*time.Millisecond, cond)
+}
+
+// eventuallyEvery is eventually with a chosen interval between polls. A
+// test waiting for an entity to passivate polls less often than the
+// passivation timeout, because every poll is a command that keeps it alive.
+func eventuallyEvery(t testing.TB, timeout, interval time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// freePort returns a TCP port on loopback that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// logBuffer collects a process's output; safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// process is a child process started by a test.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	logs *logBuffer
+	done chan struct{} // closed once the process has exited and been reaped
+	err  error         // cmd.Wait's result; read only after done is closed
+}
+
+// startProcess starts bin with args and extra environment entries from the
+// repository root. Its output is shown when the test fails. At cleanup it
+// gets SIGTERM, then SIGKILL if it has not exited after 10s.
+func startProcess(t testing.TB, name string, env []string, bin string, args ...string) *process {
+	t.Helper()
+	requireBinaries(t)
+	p := &process{name: name, logs: &logBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = repoRoot
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
+	p.cmd.WaitDelay = 2 * time.Second
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			p.stop(10 * time.Second)
+		}
+		if strings.Contains(p.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race", name)
+		}
+		if t.Failed() {
+			t.Logf("--- output of %s (pid %d) ---\n%s", name, p.cmd.Process.Pid, p.logs.String())
+		}
+	})
+	return p
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits up to grace for the process to exit; then it
+// sends SIGKILL. It reports whether SIGTERM alone was enough.
+func (p *process) stop(grace time.Duration) (graceful bool) {
+	if p.exited() {
+		return true
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		return true
+	case <-timer.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return false
+	}
+}
+
+// startFunction starts a user function binary listening on 127.0.0.1:port.
+func startFunction(t testing.TB, bin string, port int) *process {
+	t.Helper()
+	return startProcess(t, filepath.Base(bin)+" :"+strconv.Itoa(port),
+		[]string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port)}, bin)
+}
+
+// proxyShutdownTimeout is the proxy's --graceful-termination-timeout in
+// these tests.
+const proxyShutdownTimeout = 3 * time.Second
+
+// proxy is a running cloudstate proxy process.
+type proxy struct {
+	*process
+	// addr is the proxy's public address, 127.0.0.1:port.
+	addr    string
+	checked atomic.Bool
+}
+
+// startProxy starts `cloudstate proxy` in front of a function on fnPort,
+// with quick discovery retries; extra flags are appended. At cleanup it is
+// stopped with SIGTERM and must exit 0 in time.
+func startProxy(t testing.TB, fnPort int, extra ...string) *proxy {
+	t.Helper()
+	requireBinaries(t)
+	port := freePort(t)
+	args := []string{"proxy",
+		"--http-host", "127.0.0.1",
+		"--http-port", strconv.Itoa(port),
+		"--user-function-host", "127.0.0.1",
+		"--user-function-port", strconv.Itoa(fnPort),
+		"--discovery-backoff-min", "50ms",
+		"--discovery-backoff-max", "200ms",
+		"--graceful-termination-timeout", proxyShutdownTimeout.String(),
+		"--log-level", "debug",
+	}
+	args = append(args, extra...)
+	proc := startProcess(t, "cloudstate proxy :"+strconv.Itoa(port), nil, bins.cloudstate, args...)
+	p := &proxy{process: proc, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	// Registered after startProcess's cleanup, so it runs before it.
+	t.Cleanup(func() { p.stopAndCheck(t) })
+	return p
+}
+
+// stopAndCheck sends SIGTERM and fails the test unless the proxy exits with
+// status 0 within its shutdown timeout plus a margin. It returns how long
+// the proxy took. Only the first call checks; later ones return 0.
+func (p *proxy) stopAndCheck(t testing.TB) time.Duration {
+	t.Helper()
+	if !p.checked.CompareAndSwap(false, true) {
+		return 0
+	}
+	grace := proxyShutdownTimeout + 5*time.Second
+	start := time.Now()
+	if !p.stop(grace) {
+		t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; killed", p.pid(), grace)
+	} else if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("proxy (pid %d) exited with status %d after SIGTERM, want 0", p.pid(), code)
+	}
+	return time.Since(start)
+}
+
+// waitReady polls /ready until it answers 200.
+func (p *proxy) waitReady(t testing.TB) {
+	t.Helper()
+	c := http.Client{Timeout: 2 * time.Second}
+	eventually(t, 20*time.Second, func() error {
+		if p.exited() {
+			return fmt.Errorf("proxy exited: %v", p.err)
+		}
+		resp, err := c.Get("http://" + p.addr + "/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/ready answered %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// dial returns a gRPC client connection to addr, closed at cleanup.
+func dial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// stack is a user function with a ready proxy in front of it.
+type stack struct {
+	fn    *process
+	proxy *proxy
+	conn  *grpc.ClientConn
+}
+
+// startStack starts the function bin and a proxy (with extra flags) and
+// waits until the proxy is ready.
+func startStack(t testing.TB, bin string, extra ...string) *stack {
+	t.Helper()
+	requireBinaries(t)
+	fnPort := freePort(t)
+	s := &stack{fn: startFunction(t, bin, fnPort)}
+	s.proxy = startProxy(t, fnPort, extra...)
+	s.proxy.waitReady(t)
+	s.conn = dial(t, s.proxy.addr)
+	return s
+}
+
+// callCtx bounds one call in a test to 10s, so that a hung proxy fails the
+// test instead of stalling it.
+func callCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wantStatus fails the test unless err is a gRPC status with code and a
+// message containing msg.
+func wantStatus(t testing.TB, what string, err error, code codes.Code, msg string) {
+	t.Helper()
+	st, ok := status.FromError(err)
+	if err == nil || !ok || st.Code() != code || !strings.Contains(st.Message(), msg) {
+		t.Fatalf("%s: got %v, want %s containing %q", what, err, code, msg)
+	}
+}
+
+// recvResult is one message (or the end) of a server stream, read in the
+// background so tests can wait for it with a deadline.
+type recvResult[T any] struct {
+	msg T
+	err error
+}
+
+// streamReader reads a server stream into a channel until it ends. The
+// goroutine ends with the stream; cancel the call's context to end it.
+func streamReader[T any](recv func() (T, error)) <-chan recvResult[T] {
+	ch := make(chan recvResult[T], 64)
+	go func() {
+		defer close(ch)
+		for {
+			m, err := recv()
+			ch <- recvResult[T]{m, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// next waits up to timeout for the next result of a stream read by
+// streamReader.
+func next[T any](t testing.TB, what string, ch <-chan recvResult[T], timeout time.Duration) recvResult[T] {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: the stream was already over", what)
+		}
+		return r
+	case <-timer.C:
+		t.Fatalf("%s: nothing within %v", what, timeout)
+	}
+	panic("unreachable")
+}
+
+// nextMsg is next for a message: an error fails the test.
+func nextMsg[T any](t testing.TB, what string, ch <-chan recvResult[T]) T {
+	t.Helper()
+	r := next(t, what, ch, 10*time.Second)
+	if r.err != nil {
+		t.Fatalf("%s: the stream ended: %v", what, r.err)
+	}
+	return r.msg
+}
+
+// quiet fails the test if ch delivers anything within d: it checks that
+// nothing is sent, so it has to wait.
+func quiet[T any](t testing.TB, what string, ch <-chan recvResult[T], d time.Duration) {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		t.Fatalf("%s: got %v (err %v), want nothing", what, r.msg, r.err)
+	case <-timer.C:
+	}
+}
