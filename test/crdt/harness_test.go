@@ -429,9 +429,24 @@ func quiet[T any](t testing.TB, what string, ch <-chan recvResult[T], d time.Dur
 	t.Helper()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	select {
-	case r := <-ch:
-		t.Fatalf("%s: got %v (err %v), want nothing", what, r.msg, r.err)
-	case <-timer.C:
+	for {
+		select {
+		case r, ok := <-ch:
+			if !ok {
+				ch = nil // over, so nothing more can come: wait out d
+				continue
+			}
+			t.Fatalf("%s: got %v (err %v), want nothing", what, r.msg, r.err)
+		case <-timer.C:
+			return
+		}
 	}
+}
+
+// contextWithCancel is callCtx with its cancel function, for tests that
+// cancel a call on purpose.
+func contextWithCancel(t testing.TB) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx, cancel
 }
