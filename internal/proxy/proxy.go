@@ -171,7 +171,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			r = router // written before routerReady was closed
 		default:
 		}
-		p.shutdown(ing, r, es, values, crdts)
+		p.shutdown(ing, r, crdts, es, values)
 		return nil
 	})
 	err = g.Wait()
@@ -183,22 +183,29 @@ func (p *Proxy) Run(ctx context.Context) error {
 }
 
 // shutdown stops in order: ingress (finishing calls in flight), then
-// asynchronous side effects, then entities (passivated).
-func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, entities ...interface{ Shutdown(context.Context) }) {
+// asynchronous side effects, then the event-sourced and value entities
+// (passivated). CRDT entities start stopping together with ingress:
+// their open streamed calls only end when their entities end them, and
+// ingress would otherwise wait for those calls for the whole timeout.
+func (p *Proxy) shutdown(ing *ingress.Server, router *route.Router, streaming interface{ Shutdown(context.Context) }, serial ...interface{ Shutdown(context.Context) }) {
 	p.log.Info("shutting down", "timeout", p.cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer cancel()
-	ing.Shutdown(ctx)
-	if router != nil {
-		router.Close(ctx)
-	}
 	var wg sync.WaitGroup
-	for _, e := range entities {
+	stop := func(e interface{ Shutdown(context.Context) }) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			e.Shutdown(ctx)
 		}()
+	}
+	stop(streaming)
+	ing.Shutdown(ctx)
+	if router != nil {
+		router.Close(ctx)
+	}
+	for _, e := range serial {
+		stop(e)
 	}
 	wg.Wait()
 }
