@@ -74,6 +74,10 @@ type serviceInfo struct {
 type discovered struct {
 	entity  *protocol.Entity
 	service protoreflect.ServiceDescriptor
+	// types are further messages the entity stores (events, snapshots):
+	// their files go into the descriptor set too, so the proxy can show
+	// stored payloads as JSON (reflection, `cloudstate store`).
+	types []protoreflect.MessageDescriptor
 }
 
 // buildEntitySpec assembles the discovery answer for the registered
@@ -90,12 +94,17 @@ func buildEntitySpec(info serviceInfo, entities []discovered) (*protocol.EntityS
 			ProtocolMinorVersion:  ProtocolMinorVersion,
 		},
 	}
-	var services []protoreflect.ServiceDescriptor
+	var files []protoreflect.FileDescriptor
 	for _, d := range entities {
-		services = append(services, d.service)
+		files = append(files, d.service.ParentFile())
 		spec.Entities = append(spec.Entities, proto.CloneOf(d.entity))
 	}
-	set, err := fileDescriptorSet(services)
+	for _, d := range entities {
+		for _, md := range d.types {
+			files = append(files, md.ParentFile())
+		}
+	}
+	set, err := fileDescriptorSet(files)
 	if err != nil {
 		return nil, err
 	}
@@ -117,9 +126,9 @@ func passivationStrategy(cfg entityConfig) *protocol.EntityPassivationStrategy {
 	}}
 }
 
-// fileDescriptorSet returns the files declaring services and all their
-// transitive imports, each once, every file after its imports.
-func fileDescriptorSet(services []protoreflect.ServiceDescriptor) (*descriptorpb.FileDescriptorSet, error) {
+// fileDescriptorSet returns files and all their transitive imports, each
+// once, every file after its imports.
+func fileDescriptorSet(files []protoreflect.FileDescriptor) (*descriptorpb.FileDescriptorSet, error) {
 	set := &descriptorpb.FileDescriptorSet{}
 	seen := make(map[string]bool)
 	var add func(fd protoreflect.FileDescriptor) error
@@ -140,9 +149,9 @@ func fileDescriptorSet(services []protoreflect.ServiceDescriptor) (*descriptorpb
 		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
 		return nil
 	}
-	for _, sd := range services {
-		if err := add(sd.ParentFile()); err != nil {
-			return nil, fmt.Errorf("descriptors of %s: %w", sd.FullName(), err)
+	for _, fd := range files {
+		if err := add(fd); err != nil {
+			return nil, fmt.Errorf("descriptors of %s: %w", fd.Path(), err)
 		}
 	}
 	return set, nil

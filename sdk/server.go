@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,8 +96,21 @@ func (s *Server) RegisterEventSourced(e EventSourcedDefinition) error {
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	var types []protoreflect.MessageDescriptor
+	for _, h := range def.events {
+		types = append(types, h.typ.Descriptor())
+	}
+	if def.snapshot != nil {
+		types = append(types, def.snapshot.typ.Descriptor())
+	}
+	// Map order is random; a sorted list keeps the descriptor set the same
+	// from one start to the next.
+	slices.SortFunc(types, func(a, b protoreflect.MessageDescriptor) int {
+		return strings.Compare(string(a.FullName()), string(b.FullName()))
+	})
 	return s.register(def.serviceName, discovered{
 		service: def.service,
+		types:   types,
 		entity: &protocol.Entity{
 			EntityType:          EventSourcedEntityType,
 			ServiceName:         def.serviceName,

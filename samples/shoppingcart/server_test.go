@@ -80,6 +80,13 @@ func TestDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The event and snapshot types are described too, so stored events can
+	// be shown as JSON.
+	for _, name := range []protoreflect.FullName{"com.example.shoppingcart.domain.ItemAdded", "com.example.shoppingcart.domain.ItemRemoved", "com.example.shoppingcart.domain.CartState"} {
+		if _, err := files.FindDescriptorByName(name); err != nil {
+			t.Errorf("descriptor set lacks %s: %v", name, err)
+		}
+	}
 	getCart := d.(protoreflect.ServiceDescriptor).Methods().ByName("GetCart")
 	rule, _ := proto.GetExtension(getCart.Options(), annotations.E_Http).(*annotations.HttpRule)
 	if rule.GetGet() != "/carts/{user_id}" || len(rule.GetAdditionalBindings()) != 1 ||
