@@ -294,8 +294,23 @@ func (p *proxy) stopAndCheck(t testing.TB) time.Duration {
 	}
 	grace := proxyShutdownTimeout + 5*time.Second
 	start := time.Now()
-	if !p.stop(grace) {
-		t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; killed", p.pid(), grace)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+	case <-timer.C:
+	}
+	if !p.exited() {
+		// SIGQUIT makes the Go runtime print every goroutine's stack to
+		// the output shown below, then exit.
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.stop(0)
+		}
+		t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; its goroutines are in its output", p.pid(), grace)
 	} else if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("proxy (pid %d) exited with status %d after SIGTERM, want 0", p.pid(), code)
 	}
