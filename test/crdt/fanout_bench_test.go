@@ -144,8 +144,8 @@ func BenchmarkMonitorFanout(b *testing.B) {
 	b.ReportMetric(float64(pct(0.99).Microseconds()), "p99-µs")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
 	b.ReportMetric(float64(loadedKB)/1024, "proxy-RSS-MiB")
-	b.Logf("%d subscribers over %d connections, %d updates, %d deliveries: latency p50 %v, p90 %v, p99 %v, max %v",
-		subs, conns, b.N, len(lat), pct(0.50), pct(0.90), pct(0.99), lat[len(lat)-1])
+	b.Logf("%d subscribers over %d connections, %d updates, %d deliveries: latency min %v, p10 %v, p50 %v, p90 %v, p99 %v, max %v",
+		subs, conns, b.N, len(lat), lat[0], pct(0.10), pct(0.50), pct(0.90), pct(0.99), lat[len(lat)-1])
 	b.Logf("proxy VmRSS: idle %s, with the subscribers attached %s, after the updates %s; presence function VmRSS: idle %s, attached %s",
 		kb(idleKB), kb(loadedKB), kb(peakKB), kb(fnIdleKB), kb(fnLoadedKB))
 }
