@@ -52,9 +52,13 @@ type Registry struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
-	kill     context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// stopMu orders starting an entity (check stop, then wg.Add) against
+	// Shutdown closing stop, so no entity starts after Shutdown began
+	// waiting for them.
+	stopMu sync.RWMutex
+	kill   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 type shard struct {
@@ -84,7 +88,9 @@ func NewRegistry(cfg RegistryConfig) *Registry {
 // its queue is empty. When ctx ends first, Kill is cancelled so that entity
 // loops cut their streams. It returns when every loop has returned.
 func (r *Registry) Shutdown(ctx context.Context) {
+	r.stopMu.Lock()
 	r.stopOnce.Do(func() { close(r.stop) })
+	r.stopMu.Unlock()
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
 	select {
@@ -182,6 +188,8 @@ func (r *Registry) Stream(ctx context.Context, call route.Call, emit func(route.
 }
 
 func (r *Registry) enqueue(cmd *Command) error {
+	r.stopMu.RLock()
+	defer r.stopMu.RUnlock()
 	select {
 	case <-r.stop:
 		return status.Error(codes.Unavailable, "the proxy is shutting down")
