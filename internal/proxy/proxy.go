@@ -28,6 +28,7 @@ import (
 	crdtentity "github.com/cloudstate-go/cloudstate/internal/entity/crdt"
 	"github.com/cloudstate-go/cloudstate/internal/entity/eventsourced"
 	"github.com/cloudstate-go/cloudstate/internal/entity/value"
+	"github.com/cloudstate-go/cloudstate/internal/gcpace"
 	"github.com/cloudstate-go/cloudstate/internal/ingress"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
@@ -65,6 +66,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithIdleTimeout(0),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(p.cfg.MaxInboundMessageSize)),
+		// Fixed flow-control windows turn off gRPC's bandwidth-delay
+		// estimation, which pings the function on every burst of data: on a
+		// sidecar's loopback hop there is no bandwidth to discover.
+		grpc.WithInitialWindowSize(ingress.StreamWindow),
+		grpc.WithInitialConnWindowSize(ingress.ConnWindow),
 		// Reconnect quickly when the function comes back: gRPC's default
 		// backoff grows to two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -144,6 +150,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer stopServing()
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return ing.Serve(lis) })
+	g.Go(func() error { gcpace.Run(gctx, gcpace.DefaultHeadroom); return nil })
 	var router *route.Router
 	routerReady := make(chan struct{})
 	g.Go(func() error {
