@@ -28,7 +28,6 @@ import (
 	crdtentity "github.com/cloudstate-go/cloudstate/internal/entity/crdt"
 	"github.com/cloudstate-go/cloudstate/internal/entity/eventsourced"
 	"github.com/cloudstate-go/cloudstate/internal/entity/value"
-	"github.com/cloudstate-go/cloudstate/internal/gcpace"
 	"github.com/cloudstate-go/cloudstate/internal/ingress"
 	"github.com/cloudstate-go/cloudstate/internal/route"
 	"github.com/cloudstate-go/cloudstate/protocol"
@@ -150,7 +149,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer stopServing()
 	g, gctx := errgroup.WithContext(serveCtx)
 	g.Go(func() error { return ing.Serve(lis) })
-	g.Go(func() error { gcpace.Run(gctx, gcpace.DefaultHeadroom); return nil })
 	var router *route.Router
 	routerReady := make(chan struct{})
 	g.Go(func() error {
