@@ -44,6 +44,9 @@ type API struct {
 	bindings []*binding
 	// bodyless are the bindings whose rule takes no body.
 	bodyless []*binding
+	// rest is the same surface with server streams declared unary, for
+	// HTTP/JSON (stream.go).
+	rest restSurface
 }
 
 // Validate reports the first invalid google.api.http rule of the named
@@ -164,11 +167,16 @@ func Compile(files []*descriptorpb.FileDescriptorProto, services []string) (*API
 		api.services[i] = d.(protoreflect.ServiceDescriptor)
 	}
 	api.resolver = &typeResolver{local: dynamicpb.NewTypes(reg)}
+	if api.rest, err = compileREST(copies, services); err != nil {
+		return nil, err
+	}
 
 	// Whatever passes the checks above must also pass the transcoder's own:
 	// find out now, at discovery, rather than when serving.
-	if _, err := api.Transcoder(Options{Handler: http.NotFoundHandler()}); err != nil {
-		return nil, fmt.Errorf("the HTTP bindings cannot be served: %w", err)
+	for _, unary := range []bool{false, true} {
+		if _, err := api.Transcoder(Options{Handler: http.NotFoundHandler(), ServerStreamsAsUnary: unary}); err != nil {
+			return nil, fmt.Errorf("the HTTP bindings cannot be served: %w", err)
+		}
 	}
 	return api, nil
 }
@@ -192,23 +200,32 @@ type Options struct {
 	// MaxMessageBytes bounds one request or response message; 0 means the
 	// transcoder's default (4 GiB).
 	MaxMessageBytes int
+	// ServerStreamsAsUnary declares every server-streaming method (not
+	// client-streaming too) unary, so that the transcoder decodes HTTP/JSON
+	// requests to them as it does for unary methods and leaves the response
+	// to Handler (stream.go). Such a transcoder is for HTTP/JSON only.
+	ServerStreamsAsUnary bool
 }
 
 // Transcoder returns an http.Handler serving HTTP/JSON (from the bindings),
 // gRPC-Web, Connect (unary and streaming, JSON or proto) and gRPC over HTTP/2
 // for the API's services, by calling opts.Handler in gRPC.
 func (a *API) Transcoder(opts Options) (http.Handler, error) {
+	schemas, resolver := a.services, a.resolver
+	if opts.ServerStreamsAsUnary {
+		schemas, resolver = a.rest.services, a.rest.resolver
+	}
 	svcOpts := []vanguard.ServiceOption{
 		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
 		vanguard.WithTargetCodecs(vanguard.CodecProto),
 		vanguard.WithNoTargetCompression(),
-		vanguard.WithTypeResolver(a.resolver),
+		vanguard.WithTypeResolver(resolver),
 	}
 	if opts.MaxMessageBytes > 0 {
 		svcOpts = append(svcOpts, vanguard.WithMaxMessageBufferBytes(uint32(min(opts.MaxMessageBytes, 1<<32-1))))
 	}
-	services := make([]*vanguard.Service, len(a.services))
-	for i, sd := range a.services {
+	services := make([]*vanguard.Service, len(schemas))
+	for i, sd := range schemas {
 		services[i] = vanguard.NewServiceWithSchema(sd, opts.Handler)
 	}
 	topts := []vanguard.TranscoderOption{
