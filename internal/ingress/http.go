@@ -38,12 +38,16 @@ package ingress
 //     description alone as a text/plain body, as the reference proxy and
 //     its TCK expect, when the client accepts text/plain (or anything, or
 //     sends no Accept); clients that accept only JSON get the JSON body.
-//   - Streaming over HTTP/JSON is what vanguard supports: a server-streaming
-//     method whose output is google.api.HttpBody streams the raw data
-//     chunks, and a client-streaming method whose input is HttpBody reads
-//     the raw request body. Other streaming methods answer 415 over
-//     HTTP/JSON; they are served over Connect and gRPC-Web (server and
-//     client streaming over HTTP/1.1) and native gRPC (all kinds).
+//   - Server-streaming methods stream over HTTP/JSON as HTTP-8 says:
+//     Server-Sent Events when Accept includes text/event-stream, else the
+//     raw data of a google.api.HttpBody output, else one JSON object per
+//     line; the request is decoded exactly as for a unary method, by a
+//     transcoder that sees these methods as unary (httpstream.go: headers,
+//     errors mid-stream, cancellation). A client-streaming method whose
+//     input is HttpBody reads the raw request body. Other client-streaming
+//     and bidirectional methods answer 415 over HTTP/JSON; they are served
+//     over Connect and gRPC-Web (server and client streaming over
+//     HTTP/1.1) and native gRPC (all kinds).
 //     Bidirectional streams need HTTP/2, and cleartext HTTP/2 on this port
 //     is native gRPC only: the port's mux sends every HTTP/2 connection to
 //     grpc-go, which speaks neither Connect nor gRPC-Web.
@@ -91,6 +95,9 @@ func ValidateHTTPRules(m *discovery.Model) error {
 type httpAPI struct {
 	api     *httpapi.API
 	handler http.Handler
+	// rest serves HTTP/JSON: handler's bindings with server streams
+	// declared unary, which rpcHandler streams itself (httpstream.go).
+	rest http.Handler
 	// err is why the API could not be built; the HTTP side then answers 500.
 	err error
 }
@@ -110,15 +117,21 @@ func newHTTPAPI(r *route.Router, maxMsg int, log *slog.Logger) *httpAPI {
 	if err != nil {
 		return &httpAPI{err: err}
 	}
-	h, err := api.Transcoder(httpapi.Options{
+	opts := httpapi.Options{
 		Handler:         &rpcHandler{router: r, maxMsg: maxMsg, log: log},
 		NotFound:        http.HandlerFunc(notFound),
 		MaxMessageBytes: maxMsg,
-	})
+	}
+	h, err := api.Transcoder(opts)
 	if err != nil {
 		return &httpAPI{err: err}
 	}
-	return &httpAPI{api: api, handler: h}
+	opts.ServerStreamsAsUnary = true
+	rest, err := api.Transcoder(opts)
+	if err != nil {
+		return &httpAPI{err: err}
+	}
+	return &httpAPI{api: api, handler: h, rest: rest}
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
@@ -176,6 +189,7 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 			r.Header.Set("Content-Type", "application/json")
 		}
 	}
+	state.rest = newRESTStream(w, r, a.api)
 	rw := &restWriter{w: w, r: r, state: state, contentType: ct}
 	tr := r.WithContext(context.WithValue(r.Context(), callStateKey{}, state))
 	if ignoreBody {
@@ -185,8 +199,12 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 		tr.Header = r.Header.Clone()
 		tr.Header.Del("Content-Type")
 	}
-	a.handler.ServeHTTP(rw, tr)
+	a.rest.ServeHTTP(rw, tr)
 	rw.finish()
+	if state.rest.aborted.Load() {
+		// A raw stream failed after its start (httpstream.go).
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // filterQuery removes the query parameters the reference proxy would not
@@ -221,6 +239,9 @@ type callState struct {
 	// end of every call; for a unary call that only splits the response into
 	// more writes (and chunks), so flushes pass only for streams.
 	streaming atomic.Bool
+	// rest is set for HTTP/JSON requests, whose server streams rpcHandler
+	// writes itself (httpstream.go).
+	rest *restStream
 }
 
 type callStateKey struct{}
@@ -279,12 +300,29 @@ type restWriter struct {
 	// kept in body instead of sent.
 	failed bool
 	body   bytes.Buffer
+	// dropped takes the transcoder's headers once a stream wrote the
+	// response itself (detached).
+	dropped http.Header
 }
 
-func (w *restWriter) Header() http.Header { return w.w.Header() }
+// detached reports whether rpcHandler streams this response itself
+// (httpstream.go): what the transcoder writes then goes nowhere.
+func (w *restWriter) detached() bool {
+	return w.state.rest != nil && w.state.rest.started.Load()
+}
+
+func (w *restWriter) Header() http.Header {
+	if w.detached() {
+		if w.dropped == nil {
+			w.dropped = http.Header{}
+		}
+		return w.dropped
+	}
+	return w.w.Header()
+}
 
 func (w *restWriter) WriteHeader(code int) {
-	if w.code != 0 {
+	if w.code != 0 || w.detached() {
 		return
 	}
 	w.code = code
@@ -296,6 +334,9 @@ func (w *restWriter) WriteHeader(code int) {
 }
 
 func (w *restWriter) Write(p []byte) (int, error) {
+	if w.detached() {
+		return len(p), nil
+	}
 	if w.code == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -310,7 +351,7 @@ func (w *restWriter) Write(p []byte) (int, error) {
 
 // Flush sends what was written so far, for streamed HttpBody responses.
 func (w *restWriter) Flush() {
-	if w.code == 0 || w.failed || !w.state.streaming.Load() {
+	if w.code == 0 || w.failed || !w.state.streaming.Load() || w.detached() {
 		return
 	}
 	if f, ok := w.w.(http.Flusher); ok {
@@ -327,7 +368,7 @@ type restError struct {
 
 // finish writes a held-back error response.
 func (w *restWriter) finish() {
-	if !w.failed {
+	if !w.failed || w.detached() {
 		return
 	}
 	h := w.w.Header()
@@ -447,6 +488,10 @@ func (h *rpcHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	md := httpMetadata(m, r.Header)
 	w.Header().Set("Content-Type", "application/grpc+proto")
 	state := stateOf(ctx)
+	if state.rest != nil && m.ServerStreaming && !m.ClientStreaming {
+		h.serveRESTStream(ctx, w, r, m, md, state)
+		return
+	}
 	if m.ClientStreaming || m.ServerStreaming {
 		state.streaming.Store(true)
 		h.stream(ctx, w, r, m, md, state)

@@ -142,7 +142,14 @@ func thingsFile() *descriptorpb.FileDescriptorProto {
 		{name: "Raw", in: "Thing", out: ".google.api.HttpBody", rule: get("/raw/{name}")},
 		{name: "Default", in: "Thing", out: "Thing"},
 		{name: "Fail", in: "Thing", out: "Thing", rule: &annotations.HttpRule{Pattern: &annotations.HttpRule_Post{Post: "/fail"}, Body: "*"}},
-		{name: "Watch", in: "Thing", out: "Thing", server: true, rule: get("/watch/{name}")},
+		{name: "Watch", in: "Thing", out: "Thing", server: true, rule: &annotations.HttpRule{
+			Pattern: &annotations.HttpRule_Get{Get: "/watch/{name}"},
+			AdditionalBindings: []*annotations.HttpRule{
+				{Pattern: &annotations.HttpRule_Post{Post: "/watch"}, Body: "*"},
+				{Pattern: &annotations.HttpRule_Put{Put: "/watch/{name}"}, Body: "inner"},
+				{Pattern: &annotations.HttpRule_Get{Get: "/watch/{name}/inner"}, ResponseBody: "inner"},
+			},
+		}},
 		{name: "Download", in: "Thing", out: ".google.api.HttpBody", server: true, rule: get("/download/{name}")},
 		{name: "Collect", in: "Thing", out: "Thing", client: true},
 		{name: "Chat", in: "Thing", out: "Thing", client: true, server: true},
@@ -341,6 +348,9 @@ func (f *fakeCarts) Unary(_ context.Context, call route.Call) (route.Outcome, er
 type fakeThings struct {
 	calls     atomic.Int64
 	malformed atomic.Int64 // as in fakeCarts
+	// cancelled receives the name of every Watch "forever-*" stream whose
+	// context was cancelled.
+	cancelled chan string
 }
 
 // decode parses a request as the method's input, as the function would;
@@ -388,7 +398,14 @@ func (f *fakeThings) Unary(_ context.Context, call route.Call) (route.Outcome, e
 	return replyWith(call.Method, in, echoMetadata(call.Metadata))
 }
 
-func (f *fakeThings) Stream(_ context.Context, call route.StreamCall, emit func(route.Outcome) error) error {
+// Watch streams three copies of the request named <name>-0..2, the first
+// with the x-echo metadata; names change that: "fail" fails after one
+// message, "failfirst" before any, "none" sends nothing, and "forever-*"
+// sends one message and then waits for the call to be cancelled.
+// Download streams three HttpBody chunks typed text/plain; "meta" types the
+// first reply with content-type metadata instead, "untyped" leaves the type
+// empty, "fail" fails after one chunk.
+func (f *fakeThings) Stream(ctx context.Context, call route.StreamCall, emit func(route.Outcome) error) error {
 	f.calls.Add(1)
 	m := call.Method
 	var names []string
@@ -408,12 +425,27 @@ func (f *fakeThings) Stream(_ context.Context, call route.StreamCall, emit func(
 		switch m.Name {
 		case "Watch":
 			for i := range 3 {
-				if name == "fail" && i == 1 {
+				switch {
+				case name == "none":
+					return nil
+				case name == "fail" && i == 1:
 					return emit(failure("watch failed"))
+				case name == "failfirst" && i == 0:
+					return emit(failure("watch failed first"))
+				case strings.HasPrefix(name, "forever") && i == 1:
+					<-ctx.Done()
+					if f.cancelled != nil {
+						f.cancelled <- name
+					}
+					return ctx.Err()
 				}
-				out := dynamicpb.NewMessage(m.Desc.Output())
+				out := proto.CloneOf(in)
 				out.Set(out.Descriptor().Fields().ByName("name"), protoreflect.ValueOfString(fmt.Sprintf("%s-%d", name, i)))
-				o, err := replyWith(m, out, nil)
+				var md *protocol.Metadata
+				if i == 0 {
+					md = echoMetadata(call.Metadata)
+				}
+				o, err := replyWith(m, out, md)
 				if err != nil {
 					return err
 				}
@@ -423,7 +455,19 @@ func (f *fakeThings) Stream(_ context.Context, call route.StreamCall, emit func(
 			}
 		case "Download":
 			for i := range 3 {
-				o, err := replyWith(m, &httpbody.HttpBody{ContentType: "text/plain", Data: fmt.Appendf(nil, "%s chunk %d\n", name, i)}, nil)
+				if name == "fail" && i == 1 {
+					return emit(failure("download failed"))
+				}
+				body := &httpbody.HttpBody{ContentType: "text/plain", Data: fmt.Appendf(nil, "%s chunk %d\n", name, i)}
+				var md *protocol.Metadata
+				switch {
+				case name == "untyped":
+					body.ContentType = ""
+				case name == "meta" && i == 0:
+					body.ContentType = ""
+					md = &protocol.Metadata{Entries: []*protocol.MetadataEntry{{Key: "Content-Type", Value: &protocol.MetadataEntry_StringValue{StringValue: "application/x-custom"}}}}
+				}
+				o, err := replyWith(m, body, md)
 				if err != nil {
 					return err
 				}
@@ -476,7 +520,7 @@ func startHTTP(t testing.TB, opts Options) *httpHarness {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &httpHarness{srv: New(opts), carts: newFakeCarts(), things: &fakeThings{}}
+	h := &httpHarness{srv: New(opts), carts: newFakeCarts(), things: &fakeThings{cancelled: make(chan string, 16)}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -167,8 +167,8 @@ func TestHTTPRuleForms(t *testing.T) {
 			wantHeader: []string{"X-Echo", "hello"}},
 		{name: "server streaming HttpBody streams the chunks", method: "GET", path: "/download/d", status: 200,
 			want: "d chunk 0\nd chunk 1\nd chunk 2\n", wantHeader: []string{"Content-Type", "text/plain"}},
-		{name: "server streaming JSON is not served over HTTP/JSON", method: "GET", path: "/watch/w", status: 415,
-			want: `{"code":3,"message":"stream type server not supported with REST protocol","details":[]}`},
+		{name: "server streaming JSON streams one object per line (httpstream_test.go has the rest)", method: "GET", path: "/watch/w/inner?inner.id=i", status: 200,
+			want: "{\"id\":\"i\",\"n\":0}\n{\"id\":\"i\",\"n\":0}\n{\"id\":\"i\",\"n\":0}\n", wantHeader: []string{"Content-Type", jsonType}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, hdr, body := h.do(t, tc.method, tc.path, tc.contentType, tc.body, tc.header...)
