@@ -56,15 +56,15 @@ import (
 )
 
 // restStream is an HTTP/JSON request as serveHTTPAPI received it, carried
-// past the transcoder to rpcHandler in the callState.
+// past the transcoder to rpcHandler in the callState. Every HTTP/JSON
+// request has one, so it only keeps references until a stream needs them.
 type restStream struct {
 	// w is the client's response, under the transcoder's writer.
 	w   http.ResponseWriter
-	rc  *http.ResponseController
 	api *httpapi.API
 	// httpMethod and path (escaped) select the binding, for response_body.
 	httpMethod, path string
-	eventStream      bool
+	accept           []string
 	// started is set once the stream wrote its response headers.
 	started atomic.Bool
 	// aborted is set when a raw HttpBody stream failed after the start:
@@ -73,11 +73,7 @@ type restStream struct {
 }
 
 func newRESTStream(w http.ResponseWriter, r *http.Request, api *httpapi.API) *restStream {
-	return &restStream{
-		w: w, rc: http.NewResponseController(w), api: api,
-		httpMethod: r.Method, path: r.URL.Path,
-		eventStream: acceptsEventStream(r.Header.Values("Accept")),
-	}
+	return &restStream{w: w, api: api, httpMethod: r.Method, path: r.URL.Path, accept: r.Header.Values("Accept")}
 }
 
 // acceptsEventStream reports whether an Accept header names
@@ -110,6 +106,7 @@ const (
 // restStreamWriter writes one stream to its client.
 type restStreamWriter struct {
 	rs      *restStream
+	rc      *http.ResponseController
 	replies *httpapi.Replies
 	form    streamForm
 	buf     []byte
@@ -139,9 +136,9 @@ func (h *rpcHandler) serveRESTStream(ctx context.Context, w http.ResponseWriter,
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	sw := &restStreamWriter{rs: rs, replies: replies}
+	sw := &restStreamWriter{rs: rs, rc: http.NewResponseController(rs.w), replies: replies}
 	switch {
-	case rs.eventStream:
+	case acceptsEventStream(rs.accept):
 		sw.form = formSSE
 	case replies.IsHTTPBody():
 		sw.form = formRaw
@@ -191,7 +188,7 @@ func (sw *restStreamWriter) start(first *protocol.Reply) error {
 	h.Del("Content-Length")
 	sw.rs.started.Store(true)
 	sw.rs.w.WriteHeader(http.StatusOK)
-	return sw.rs.rc.Flush()
+	return sw.rc.Flush()
 }
 
 // rawContentType is the content type of a raw HttpBody stream (HTTP-8).
@@ -245,7 +242,7 @@ func (sw *restStreamWriter) send(reply *protocol.Reply) error {
 	if _, err := sw.rs.w.Write(b); err != nil {
 		return status.Errorf(codes.Canceled, "client gone: %v", err)
 	}
-	if err := sw.rs.rc.Flush(); err != nil {
+	if err := sw.rc.Flush(); err != nil {
 		return status.Errorf(codes.Canceled, "client gone: %v", err)
 	}
 	return nil
@@ -271,5 +268,5 @@ func (sw *restStreamWriter) fail(st *status.Status) error {
 	if _, err := sw.rs.w.Write(b); err != nil {
 		return err
 	}
-	return sw.rs.rc.Flush()
+	return sw.rc.Flush()
 }
