@@ -359,11 +359,11 @@ const file_cartactions_proto_rawDesc = "" +
 	"\x04Tick\x12\x1c\n" +
 	"\tremaining\x18\x01 \x01(\x05R\tremaining\"!\n" +
 	"\vChatMessage\x12\x12\n" +
-	"\x04text\x18\x01 \x01(\tR\x04text2\x8b\x03\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text2\xb2\x03\n" +
 	"\vCartActions\x12u\n" +
 	"\bCheckout\x12(.com.example.cartactions.CheckoutRequest\x1a\x16.google.protobuf.Empty\"'\x82\xd3\xe4\x93\x02!\"\x1f/cartactions/{user_id}/checkout\x12T\n" +
-	"\bAddItems\x12$.com.example.cartactions.AddLineItem\x1a .com.example.cartactions.Summary(\x01\x12W\n" +
-	"\tCountdown\x12).com.example.cartactions.CountdownRequest\x1a\x1d.com.example.cartactions.Tick0\x01\x12V\n" +
+	"\bAddItems\x12$.com.example.cartactions.AddLineItem\x1a .com.example.cartactions.Summary(\x01\x12~\n" +
+	"\tCountdown\x12).com.example.cartactions.CountdownRequest\x1a\x1d.com.example.cartactions.Tick\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/cartactions/countdown/{from}0\x01\x12V\n" +
 	"\x04Echo\x12$.com.example.cartactions.ChatMessage\x1a$.com.example.cartactions.ChatMessage(\x010\x01BUZSgithub.com/cloudstate-go/cloudstate/samples/cartactions/cartactionspb;cartactionspbb\x06proto3"
 
 var (

@@ -42,7 +42,9 @@ type CartActionsClient interface {
 	// side effect (ShoppingCart/AddItem) per line, once the stream is
 	// complete and every line is valid; replies with a summary.
 	AddItems(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AddLineItem, Summary], error)
-	// Streams from `from` down to 0, one tick per interval.
+	// Streams from `from` down to 0, one tick per interval. Over HTTP/JSON:
+	// GET /cartactions/countdown/3?interval_ms=100 streams one JSON object per
+	// line, or Server-Sent Events with Accept: text/event-stream.
 	Countdown(ctx context.Context, in *CountdownRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Tick], error)
 	// Answers every message as it arrives; "bye" ends the conversation.
 	Echo(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ChatMessage, ChatMessage], error)
@@ -122,7 +124,9 @@ type CartActionsServer interface {
 	// side effect (ShoppingCart/AddItem) per line, once the stream is
 	// complete and every line is valid; replies with a summary.
 	AddItems(grpc.ClientStreamingServer[AddLineItem, Summary]) error
-	// Streams from `from` down to 0, one tick per interval.
+	// Streams from `from` down to 0, one tick per interval. Over HTTP/JSON:
+	// GET /cartactions/countdown/3?interval_ms=100 streams one JSON object per
+	// line, or Server-Sent Events with Accept: text/event-stream.
 	Countdown(*CountdownRequest, grpc.ServerStreamingServer[Tick]) error
 	// Answers every message as it arrives; "bye" ends the conversation.
 	Echo(grpc.BidiStreamingServer[ChatMessage, ChatMessage]) error
