@@ -3,8 +3,9 @@
 // separate processes on loopback, and the tests call them with HTTP/JSON
 // (from Go and with the curl commands of the sample's README), Connect,
 // gRPC-Web (from Go and from a headless Chromium page) and native gRPC.
+// The cart-actions sample serves a server-streaming method over HTTP/JSON.
 //
-// TestMain builds both binaries once; -short skips everything here.
+// TestMain builds the binaries once; -short skips everything here.
 package httpe2e
 
 import (
@@ -26,7 +27,7 @@ import (
 )
 
 var bins struct {
-	cloudstate, shoppingcart string
+	cloudstate, shoppingcart, cartactions string
 }
 
 // repoRoot is the root of the repository (where the root go.mod is).
@@ -55,7 +56,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/cloudstate", "./samples/shoppingcart")
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/cloudstate", "./samples/shoppingcart", "./samples/cartactions")
 	cmd.Dir = repoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "test/http: go build: %v\n%s", err, out)
@@ -63,6 +64,7 @@ func runMain(m *testing.M) int {
 	}
 	bins.cloudstate = filepath.Join(dir, "cloudstate")
 	bins.shoppingcart = filepath.Join(dir, "shoppingcart")
+	bins.cartactions = filepath.Join(dir, "cartactions")
 	return m.Run()
 }
 
@@ -161,7 +163,7 @@ func start(t testing.TB, name string, env []string, bin string, args ...string) 
 	})
 }
 
-// stack is the shopping-cart sample with a proxy in front of it.
+// stack is a sample with a proxy in front of it.
 type stack struct {
 	// addr is the proxy's public address, 127.0.0.1:port.
 	addr string
@@ -169,15 +171,22 @@ type stack struct {
 	base string
 }
 
-// startStack starts the sample and a proxy (in-memory store, extra flags
-// appended) and waits until the proxy is ready.
+// startStack starts the shopping-cart sample and a proxy (in-memory store,
+// extra flags appended) and waits until the proxy is ready.
 func startStack(t testing.TB, extra ...string) *stack {
+	t.Helper()
+	return startSample(t, "shoppingcart", bins.shoppingcart, extra...)
+}
+
+// startSample starts the sample program bin and a proxy in front of it, as
+// startStack does.
+func startSample(t testing.TB, name, bin string, extra ...string) *stack {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs the real binaries; skipped with -short")
 	}
 	fnPort, httpPort := freePort(t), freePort(t)
-	start(t, "shoppingcart", []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(fnPort)}, bins.shoppingcart)
+	start(t, name, []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(fnPort)}, bin)
 	args := append([]string{"proxy",
 		"--http-host", "127.0.0.1",
 		"--http-port", strconv.Itoa(httpPort),

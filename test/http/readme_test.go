@@ -61,25 +61,36 @@ func readmeCommands(t *testing.T, path string) []readmeCommand {
 	return out
 }
 
-// TestREADMECurlCommands runs every curl command of the shopping-cart
-// sample's README, in order, against a fresh proxy and sample, and compares
-// the output with what the README shows.
+// TestREADMECurlCommands runs every curl command of the READMEs of the
+// shopping-cart and cart-actions samples, in order, against a fresh proxy
+// and sample, and compares the output with what the README shows.
 func TestREADMECurlCommands(t *testing.T) {
 	curl := requireTool(t, "curl")
-	s := startStack(t)
-	readme := filepath.Join(repoRoot, "samples", "shoppingcart", "README.md")
-	cmds := readmeCommands(t, readme)
-	if len(cmds) < 10 {
-		t.Fatalf("found %d curl commands in %s, want every method, the additional binding and the errors", len(cmds), readme)
-	}
-	for _, c := range cmds {
-		cmd := curl + strings.TrimPrefix(strings.ReplaceAll(c.cmd, "localhost:9000", s.addr), "curl")
-		out, err := exec.Command("sh", "-c", cmd).Output()
-		if err != nil {
-			t.Fatalf("README.md:%d: %s: %v", c.line, c.cmd, err)
-		}
-		if got := strings.TrimSuffix(string(out), "\n"); got != c.output {
-			t.Errorf("README.md:%d: %s\n got: %s\nwant: %s", c.line, c.cmd, got, c.output)
-		}
+	for _, tc := range []struct {
+		sample  string
+		bin     *string
+		minCmds int // every method, binding and error the README covers
+	}{
+		{"shoppingcart", &bins.shoppingcart, 10},
+		{"cartactions", &bins.cartactions, 4},
+	} {
+		t.Run(tc.sample, func(t *testing.T) {
+			s := startSample(t, tc.sample, *tc.bin)
+			readme := filepath.Join(repoRoot, "samples", tc.sample, "README.md")
+			cmds := readmeCommands(t, readme)
+			if len(cmds) < tc.minCmds {
+				t.Fatalf("found %d curl commands in %s, want at least %d", len(cmds), readme, tc.minCmds)
+			}
+			for _, c := range cmds {
+				cmd := curl + strings.TrimPrefix(strings.ReplaceAll(c.cmd, "localhost:9000", s.addr), "curl")
+				out, err := exec.Command("sh", "-c", cmd).Output()
+				if err != nil {
+					t.Fatalf("README.md:%d: %s: %v", c.line, c.cmd, err)
+				}
+				if got := strings.TrimSuffix(string(out), "\n"); got != c.output {
+					t.Errorf("README.md:%d: %s\n got: %q\nwant: %q", c.line, c.cmd, got, c.output)
+				}
+			}
+		})
 	}
 }
