@@ -32,7 +32,10 @@ func (f *clientFrames) priority() *clientFrames {
 	_ = f.fr.WritePriority(3, http2.PriorityParam{Weight: 10})
 	return f
 }
-func (f *clientFrames) unknown() *clientFrames { _ = f.fr.WriteRawFrame(0xbb, 0, 0, []byte("ext")); return f }
+func (f *clientFrames) unknown() *clientFrames {
+	_ = f.fr.WriteRawFrame(0xbb, 0, 0, []byte("ext"))
+	return f
+}
 
 // headers writes a request on stream 1 with the given content type ("" for
 // none), its block split over HEADERS and CONTINUATION frames of at most
