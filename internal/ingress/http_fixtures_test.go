@@ -401,7 +401,8 @@ func (f *fakeThings) Unary(_ context.Context, call route.Call) (route.Outcome, e
 // Watch streams three copies of the request named <name>-0..2, the first
 // with the x-echo metadata; names change that: "fail" fails after one
 // message, "failfirst" before any, "none" sends nothing, and "forever-*"
-// sends one message and then waits for the call to be cancelled.
+// sends one message and then waits for the call to be cancelled (when the
+// fake has a cancelled channel to report it on).
 // Download streams three HttpBody chunks typed text/plain; "meta" types the
 // first reply with content-type metadata instead, "untyped" leaves the type
 // empty, "fail" fails after one chunk.
@@ -432,7 +433,7 @@ func (f *fakeThings) Stream(ctx context.Context, call route.StreamCall, emit fun
 					return emit(failure("watch failed"))
 				case name == "failfirst" && i == 0:
 					return emit(failure("watch failed first"))
-				case strings.HasPrefix(name, "forever") && i == 1:
+				case strings.HasPrefix(name, "forever") && i == 1 && f.cancelled != nil:
 					<-ctx.Done()
 					if f.cancelled != nil {
 						f.cancelled <- name
