@@ -4,8 +4,12 @@ package ingress
 //
 // The transcoder refuses HTTP/JSON server streams other than HttpBody ones,
 // but its request decoding is what they need: the same as for unary methods.
-// So HTTP/JSON requests go to a transcoder in which server-streaming
-// methods are declared unary (httpapi.Options.ServerStreamsAsUnary). It
+// Reusing it keeps one implementation of HTTP-4 and HTTP-5 (path variables,
+// query parameters, body, and the 400s naming the field) instead of a second
+// decoder that would have to agree with it on every detail. So every
+// HTTP/JSON request goes to a transcoder with the same bindings in which
+// server-streaming methods are declared unary
+// (httpapi.Options.ServerStreamsAsUnary); routing is the same for all. It
 // decodes the request and calls rpcHandler as for a unary call; rpcHandler
 // sees from the callState that the request came over HTTP/JSON and, for a
 // server-streaming method, calls serveRESTStream, which writes the stream to
@@ -15,7 +19,8 @@ package ingress
 // The response starts with the first reply: its string metadata become
 // headers (HTTP-7), and until then the call can still fail with the error
 // response a unary call would get (a status, or 500 with the failure's
-// description). The three forms:
+// description). A stream that sends nothing therefore sends no headers
+// until it ends. The three forms:
 //
 //   - Accept includes text/event-stream: Server-Sent Events, one
 //     "data: <json>" event per message.
