@@ -2,9 +2,9 @@ package ingress
 
 // HTTP/JSON, gRPC-Web and Connect on the public port.
 //
-// Connections that open with the HTTP/2 preface go to grpc-go (the fast
-// path, untouched by this file). Everything else arrives at net/http over
-// HTTP/1.1: the probes, and then the transcoder built by internal/httpapi
+// Native gRPC connections go to grpc-go (the fast path, untouched by this
+// file). Everything else arrives at net/http, over HTTP/1.1 or cleartext
+// HTTP/2 (mux.go): the probes, and then the transcoder built by internal/httpapi
 // from the discovered descriptors and their google.api.http rules. The
 // transcoder turns HTTP/JSON, gRPC-Web and Connect requests into gRPC and
 // hands them to rpcHandler, an in-process gRPC server over net/http that
@@ -48,9 +48,10 @@ package ingress
 //     and bidirectional methods answer 415 over HTTP/JSON; they are served
 //     over Connect and gRPC-Web (server and client streaming over
 //     HTTP/1.1) and native gRPC (all kinds).
-//     Bidirectional streams need HTTP/2, and cleartext HTTP/2 on this port
-//     is native gRPC only: the port's mux sends every HTTP/2 connection to
-//     grpc-go, which speaks neither Connect nor gRPC-Web.
+//     Bidirectional streams need HTTP/2: the port's mux (mux.go) looks at
+//     the first request of each cleartext HTTP/2 connection and sends
+//     connections that open with Connect or gRPC-Web to net/http, which
+//     serves them all stream shapes; native gRPC stays with grpc-go.
 //   - A unary call the function answers with no reply returns the method's
 //     default (empty) message over these protocols, since none of them can
 //     express "no message" for a unary call.

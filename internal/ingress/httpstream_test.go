@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -264,4 +265,49 @@ func TestHTTPServerStreamRawFailure(t *testing.T) {
 	// The proxy keeps serving.
 	code, _, body := h.do(t, "GET", "/download/d", "", "")
 	wantResponse(t, "download after a cut stream", code, body, 200, "d chunk 0\nd chunk 1\nd chunk 2\n")
+}
+
+// TestShutdownEndsOpenHTTPStreams: a stream that would never end on its own
+// does not hold a shutdown past its deadline; its call is cancelled and its
+// connection cut.
+func TestShutdownEndsOpenHTTPStreams(t *testing.T) {
+	h := startHTTP(t, Options{})
+	req, err := http.NewRequest("GET", h.base+"/watch/forever-shutdown", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", sseType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	r := bufio.NewReader(resp.Body)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatalf("first event: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	h.srv.Shutdown(ctx)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Shutdown took %v with a 300ms deadline", took)
+	}
+	select {
+	case name := <-h.things.cancelled:
+		if name != "forever-shutdown" {
+			t.Errorf("cancelled %q", name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the open stream's call was not cancelled by the shutdown")
+	}
+	if _, err := io.ReadAll(r); err == nil {
+		// A cut connection may also read as a clean end of a chunked body
+		// only if the terminating chunk was sent; it must not have been.
+		t.Error("the stream ended cleanly; want it cut")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -33,9 +34,18 @@ import (
 //     HTTP/2 clients of the other protocols open a connection to send a
 //     request on it.
 //
-// The HTTP side must accept unencrypted HTTP/2 (http.Server.Protocols with
-// UnencryptedHTTP2), or it would read the h2c connections it is handed as
-// malformed HTTP/1.
+// The HTTP side must accept unencrypted HTTP/2 (httpProtocols), or it
+// would read the h2c connections it is handed as malformed HTTP/1.
+
+// httpProtocols are the protocols of the http.Server behind the mux's
+// HTTP listener: HTTP/1, and HTTP/2 with prior knowledge for the h2c
+// connections the mux hands it.
+func httpProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}
 
 // sniffTimeout bounds the wait for a connection's first bytes (the first
 // three, and the rest of an HTTP/2 preface): clients send them at once.

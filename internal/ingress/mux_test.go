@@ -61,10 +61,7 @@ func startMux(t *testing.T, tweak func(*mux)) *muxServers {
 		tweak(m)
 	}
 	gs := grpc.NewServer(grpc.UnknownServiceHandler(grpcEcho))
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: httpEcho(), Protocols: &protocols}
+	hs := &http.Server{Handler: httpEcho(), Protocols: httpProtocols()}
 
 	s := &muxServers{m: m, addr: l.Addr().String(), served: make(chan struct{})}
 	s.base = "http://" + s.addr

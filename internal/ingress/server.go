@@ -52,10 +52,12 @@ type Options struct {
 // Server serves the public port. Until SetRouter is called, user services
 // answer UNAVAILABLE and /ready answers 503.
 type Server struct {
-	log    *slog.Logger
-	grpc   *grpc.Server
-	http   *http.Server
-	router atomic.Pointer[route.Router]
+	log  *slog.Logger
+	grpc *grpc.Server
+	http *http.Server
+	// cancelHTTP ends the context of every request served over HTTP.
+	cancelHTTP context.CancelFunc
+	router     atomic.Pointer[route.Router]
 	// api serves HTTP/JSON, gRPC-Web and Connect for the router (http.go).
 	api    atomic.Pointer[httpAPI]
 	maxMsg int
@@ -82,7 +84,16 @@ func New(opts Options) *Server {
 		grpc.InitialConnWindowSize(ConnWindow),
 	)
 	NewReflection(s.Model).Register(s.grpc)
-	s.http = &http.Server{Handler: s.httpHandler(), ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelDebug)}
+	// Requests served over HTTP see base end when a shutdown runs out of
+	// time, so that open streams (SSE, JSON lines, Connect) end with it.
+	base, cancel := context.WithCancel(context.Background())
+	s.cancelHTTP = cancel
+	s.http = &http.Server{
+		Handler:     s.httpHandler(),
+		Protocols:   httpProtocols(),
+		BaseContext: func(net.Listener) context.Context { return base },
+		ErrorLog:    slog.NewLogLogger(opts.Log.Handler(), slog.LevelDebug),
+	}
 	return s
 }
 
@@ -150,7 +161,13 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
-	_ = s.http.Shutdown(ctx)
+	if err := s.http.Shutdown(ctx); err != nil {
+		// Time is up and HTTP calls are still open (streams, typically):
+		// end their calls, then cut their connections.
+		s.cancelHTTP()
+		_ = s.http.Close()
+	}
+	s.cancelHTTP()
 	select {
 	case <-done:
 	case <-ctx.Done():
