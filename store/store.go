@@ -12,6 +12,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -25,6 +27,12 @@ var ErrConflict = errors.New("store: conflict")
 // storage (a database that is down). On a write the outcome is unknown: the
 // caller must reload before writing again. The proxy answers UNAVAILABLE.
 var ErrUnavailable = errors.New("store: unavailable")
+
+// ErrSnapshotNotSaved is wrapped by the error of AppendWithSnapshot when the
+// events were appended but the snapshot was not saved. The journal alone is
+// the truth, so the caller may carry on; the next snapshot replaces the
+// missing one.
+var ErrSnapshotNotSaved = errors.New("store: snapshot not saved")
 
 // Event is one journal entry of an entity. Seq is 1-based and contiguous per
 // persistence id.
@@ -73,6 +81,54 @@ type SnapshotStore interface {
 	// LatestSnapshot returns the snapshot with the highest Seq; ok is false if
 	// pid has none.
 	LatestSnapshot(ctx context.Context, pid string) (s Snapshot, ok bool, err error)
+}
+
+// SnapshotJournal is an optional capability of a store that keeps both the
+// journal and the snapshots of event-sourced entities: it appends events and
+// saves the snapshot taken after them in one atomic, durable write, so that
+// saving a snapshot costs no commit of its own. Callers reach it through the
+// function AppendWithSnapshot, which falls back to Append and SaveSnapshot
+// for stores without it.
+type SnapshotJournal interface {
+	Journal
+	SnapshotStore
+
+	// AppendWithSnapshot appends events exactly as Append does and, in the
+	// same atomic write, saves snap exactly as SaveSnapshot does (a snapshot
+	// older than the stored one is ignored). If the append is refused or
+	// fails, the snapshot is not saved either. A snapshot the store cannot
+	// hold (no payload, or one the store refuses) does not stop the append:
+	// the events are written alone and the error wraps ErrSnapshotNotSaved.
+	// No call returns before its outcome is durable.
+	AppendWithSnapshot(ctx context.Context, pid string, events []Event, snap Snapshot) error
+}
+
+// AppendWithSnapshot appends events to the journal of pid and saves snap,
+// normally the state after the last of them, as its latest snapshot. When j
+// and snaps are the same store and it implements SnapshotJournal, both go in
+// one write; otherwise the snapshot is saved after the append. Either way
+// the append's error comes first: if it fails, nothing of the snapshot is
+// saved. If only the snapshot could not be saved, the events are durable and
+// the error wraps ErrSnapshotNotSaved.
+func AppendWithSnapshot(ctx context.Context, j Journal, snaps SnapshotStore, pid string, events []Event, snap Snapshot) error {
+	if sj, ok := j.(SnapshotJournal); ok && same(sj, snaps) {
+		return sj.AppendWithSnapshot(ctx, pid, events, snap)
+	}
+	if err := j.Append(ctx, pid, events); err != nil {
+		return err
+	}
+	if err := snaps.SaveSnapshot(ctx, pid, snap); err != nil {
+		return fmt.Errorf("%w: %w", ErrSnapshotNotSaved, err)
+	}
+	return nil
+}
+
+// same reports whether a and b are the same store value. Stores are usually
+// pointers; a store of a type that cannot be compared is never the same as
+// another.
+func same(a, b any) bool {
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 // Value is the stored state of a value entity. Payload is nil when nothing

@@ -35,66 +35,66 @@
 // it. The format marker lets a later layout recognise this one; Open refuses
 // a directory with another marker, or a Pebble database without one.
 //
+// # Writes and fencing
+//
+// Fencing needs read, check, write to be atomic per key: an append must see
+// the entity's last sequence number, a put its current version, a snapshot
+// save the stored snapshot's seq. Each key (an entity's event prefix, a
+// snapshot key, a value key) has a fence: a mutex and the key's committed
+// state (highest seq, snapshot seq or version), kept in a map. A write
+//
+//  1. encodes its records straight into a Pebble batch, in the caller's
+//     goroutine;
+//  2. locks the fence of its key (an append with a snapshot locks the
+//     journal's fence, then the snapshot's; nothing locks them the other way
+//     round), loading the state from the database if the fence has none;
+//  3. checks the write against that state (a conflict writes nothing);
+//  4. commits the batch with pebble.Sync, from the caller's goroutine;
+//  5. records the new state and unlocks.
+//
+// The cache is exact because this Store is the only writer of the
+// directory (the directory lock below keeps other processes out) and a key
+// is only written under its fence, which also covers the commit: the state
+// kept is what the last commit left on disk. A commit that fails leaves its
+// outcome unknown, so the fence forgets its state and loads it again. The
+// map keeps the state of at most 32768 keys nobody is writing; beyond that,
+// a random idle one is dropped and reloaded at its next write (one point
+// read, or one reverse seek for a journal). Events are therefore always
+// contiguous from 1.
+//
 // # Group commit
 //
-// Fencing needs read, check, write to be atomic per entity: an append must
-// see the entity's last sequence number, a put its current version. Doing
-// that under a lock per write, each with its own fsync, would cap the store at
-// one synced write per disk flush. Instead, all writes go through one
-// committer goroutine:
+// Writes to different keys never wait for each other's fences; they meet in
+// Pebble's commit pipeline, which writes each batch into the write-ahead log
+// buffer in order and has one WAL writer goroutine flush and fsync it: every
+// batch written while one fsync runs is covered by the next. So the batch
+// size follows the load by itself: a lone writer pays one fsync per write, a
+// thousand concurrent entities share one, and no write waits for a hand-off
+// to a goroutine of ours. No call returns before its commit is durable.
+// Store.Stats counts writes and WAL syncs (the filesystem handed to Pebble
+// counts the syncs of WAL files), so their ratio is the batch size reached.
 //
-//  1. The caller encodes its write (keys and records; only a value's new
-//     version is left blank) and queues it. Encoding runs in the callers'
-//     goroutines, in parallel.
-//  2. The committer takes the first write waiting and every other one queued
-//     behind it (at most 1024, or until 8 MiB are gathered).
-//  3. It checks each write against the database plus the writes accepted
-//     before it in the same batch (an append must start right after the
-//     entity's last event, a put or delete must name the current version, a
-//     snapshot must not be older than the stored one), and adds the accepted
-//     ones to one Pebble batch.
-//  4. It commits the batch with pebble.Sync: one WAL write and one fsync for
-//     the whole batch.
-//  5. It answers every caller: accepted writes with success (and the new
-//     version), refused ones with store.ErrConflict. Then it yields the
-//     processor once, so that the callers it just answered can queue their
-//     next writes before it gathers again (on a busy CPU they would
-//     otherwise run only after the committer has taken a batch of one).
+// An append may carry the entity's snapshot (store.SnapshotJournal): both go
+// into one batch and share its fsync, so a snapshot costs no commit of its
+// own. A snapshot older than the stored one is left out of the batch.
 //
-// While the committer waits for the fsync, new writes pile up in the queue
-// and become the next batch, so the batch size follows the load by itself:
-// a lone writer pays one fsync per write, a thousand concurrent entities
-// share one. Appends to different entities never wait for each other's
-// checks; they only share the fsync. Store.Stats reports the batch sizes
-// reached.
-//
-// Correctness rests on the committer being the only writer: the state it
-// reads between batches is exactly what earlier batches committed, and within
-// a batch its own bookkeeping stands in for what is not yet committed. Events
-// are therefore always contiguous from 1, which lets the append check use two
-// point lookups (seq must be absent, seq-1 present) instead of an iterator.
-//
-// Readers (Replay, HighestSeq, LatestSnapshot, GetValue) do not go through
-// the committer; they read Pebble directly and see whole batches only. Pebble
-// makes a synced batch visible to readers as soon as it is applied, which can
-// be a moment before its fsync returns; the writer is only answered after the
-// fsync, so no caller is ever told that a write succeeded before it is
-// durable.
+// Readers (Replay, HighestSeq, LatestSnapshot, GetValue) read Pebble
+// directly and see whole batches only. Pebble makes a synced batch visible
+// to readers as soon as it is applied, which can be a moment before its
+// fsync returns; the writer is only answered after the fsync, so no caller
+// is ever told that a write succeeded before it is durable.
 //
 // # Cancellation and Close
 //
-// A queued write is pending until the committer takes it. A caller whose
-// context ends while its write is still pending withdraws it (a
-// compare-and-swap on the request's state, which the committer also uses to
-// take it) and gets the context's error: nothing was written. Once taken, the
-// caller waits for the outcome, which is durable either way, so "returned an
-// error" never means "might have been written" except for a failed commit.
+// A write checks its context just before it commits: a write whose context
+// ended before then returns the context's error and has written nothing.
+// Once committed, the caller waits for the outcome, which is durable either
+// way, so "returned an error" never means "might have been written" except
+// for a failed commit.
 //
-// Close is the committer's owner: it closes the closing channel, the
-// committer finishes the batch in hand, answers it and exits; writes still
-// queued are withdrawn by their callers with ErrClosed. Close then waits for
-// running reads (a replay stops at its next event with ErrClosed) and closes
-// the database.
+// Close lets the reads and writes already running finish (a replay stops at
+// its next event with ErrClosed) and then closes the database; calls made
+// after Close began fail with ErrClosed. It logs the write statistics.
 //
 // # The directory
 //

@@ -53,8 +53,9 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // Crash test workload: journal writers append batches of 1 to 3 events to
-// their own entity; value writers overwrite their own key, each value naming
-// its version.
+// their own entity, the even-numbered ones each with a snapshot at the last
+// event in the same write; value writers overwrite their own key, each value
+// naming its version.
 const (
 	crashJournals = 8
 	crashValues   = 4
@@ -91,7 +92,14 @@ func helperWrite(dir string) error {
 				for i := range evs {
 					evs[i] = store.Event{Seq: seq + int64(i), Payload: crashEvent(pid, seq+int64(i))}
 				}
-				if err := s.Append(ctx, pid, evs); err != nil {
+				var err error
+				if w%2 == 0 {
+					last := seq + n - 1
+					err = s.AppendWithSnapshot(ctx, pid, evs, store.Snapshot{Seq: last, Payload: crashSnapshot(pid, last)})
+				} else {
+					err = s.Append(ctx, pid, evs)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
@@ -119,6 +127,10 @@ func helperWrite(dir string) error {
 
 func crashEvent(pid string, seq int64) *anypb.Any {
 	return &anypb.Any{TypeUrl: "type.googleapis.com/crash.Event", Value: fmt.Appendf(nil, "%s/%d", pid, seq)}
+}
+
+func crashSnapshot(pid string, seq int64) *anypb.Any {
+	return &anypb.Any{TypeUrl: "type.googleapis.com/crash.State", Value: fmt.Appendf(nil, "%s up to %d", pid, seq)}
 }
 
 func crashValue(version int64) *anypb.Any {
@@ -269,6 +281,20 @@ func TestCrash(t *testing.T) {
 		}
 		if h, err := s.HighestSeq(ctx, pid); err != nil || h != next-1 {
 			t.Errorf("HighestSeq(%s) = %d, %v; replay ended at %d", pid, h, err, next-1)
+		}
+		if w%2 != 0 || acked == 0 {
+			continue
+		}
+		// The snapshot went with the events: at least as far as the
+		// acknowledged append, and never past the journal's end.
+		snap, ok, err := s.LatestSnapshot(ctx, pid)
+		switch {
+		case err != nil || !ok:
+			t.Errorf("LatestSnapshot(%s) = ok %v, %v; seq %d was acknowledged with a snapshot", pid, ok, err, acked)
+		case snap.Seq < acked || snap.Seq > next-1:
+			t.Errorf("snapshot of %s is at seq %d; acknowledged %d, journal ends at %d", pid, snap.Seq, acked, next-1)
+		case string(snap.Payload.GetValue()) != string(crashSnapshot(pid, snap.Seq).Value):
+			t.Errorf("snapshot of %s at seq %d holds %q", pid, snap.Seq, snap.Payload.GetValue())
 		}
 	}
 	for w, acked := range ackedVersion {

@@ -10,21 +10,22 @@ import (
 	"sync/atomic"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/cloudstate-go/cloudstate/store"
 )
 
 var (
-	_ store.Journal       = (*Store)(nil)
-	_ store.SnapshotStore = (*Store)(nil)
-	_ store.ValueStore    = (*Store)(nil)
+	_ store.Journal         = (*Store)(nil)
+	_ store.SnapshotStore   = (*Store)(nil)
+	_ store.SnapshotJournal = (*Store)(nil)
+	_ store.ValueStore      = (*Store)(nil)
 )
 
 var (
-	// ErrClosed is returned by calls on a closed Store, and by writes that
-	// were still waiting for the committer when Close was called (nothing of
-	// theirs was written).
+	// ErrClosed is returned by calls made after Close began (nothing of
+	// theirs was written), and by replays that Close cut short.
 	ErrClosed = errors.New("pebble store: closed")
 
 	// ErrLocked is returned by Open when another Store, in this process or
@@ -40,11 +41,11 @@ var (
 // Default tuning; see the options that change them.
 const (
 	defaultCacheSize = 64 << 20
-	defaultMaxBatch  = 1024
-	// maxBatchBytes stops gathering a batch once this much is queued, so
-	// that one huge batch does not hold up the callers behind it. A single
-	// larger request still goes through, alone.
-	maxBatchBytes = 8 << 20
+	// defaultFences is how many keys' fencing state is kept in memory: a
+	// few megabytes, and more than the entities a proxy usually has
+	// active. A key whose state was dropped costs one read at its next
+	// write.
+	defaultFences = 1 << 15
 )
 
 // Option configures Open.
@@ -53,7 +54,7 @@ type Option func(*config)
 type config struct {
 	logger    *slog.Logger
 	cacheSize int64
-	maxBatch  int
+	fences    int
 }
 
 // WithLogger sends Pebble's log messages to logger (default slog.Default()).
@@ -67,58 +68,50 @@ func WithCacheSize(bytes int64) Option {
 	return func(c *config) { c.cacheSize = bytes }
 }
 
-// WithMaxBatch sets how many writes the committer gathers at most into one
-// synced batch (default 1024). 1 turns group commit off, which is useful
-// only to measure what it gains.
-func WithMaxBatch(n int) Option {
-	return func(c *config) { c.maxBatch = n }
-}
-
 // Store is a durable store of journals, snapshots and values in a Pebble
 // database in one directory. It implements store.Journal,
-// store.SnapshotStore and store.ValueStore, and all its methods are safe for
-// concurrent use. Writes go through one committer goroutine that group-commits
-// them (doc.go); reads go straight to Pebble. Close releases it.
+// store.SnapshotStore, store.SnapshotJournal and store.ValueStore, and all
+// its methods are safe for concurrent use. Each write is checked against its
+// key's fence and committed by its caller as one synced Pebble batch;
+// concurrent writes share fsyncs (doc.go). Close releases it.
 type Store struct {
 	dir  string
 	db   *pebbledb.DB
 	lock *dirLock
+	log  *slog.Logger
 
-	maxBatch int
-	// queue carries writes to the committer.
-	queue chan *request
-	// closing is closed by Close to stop the committer and long replays;
-	// stopped is closed by the committer when it has answered every
-	// request it took and will touch the database no more.
+	fences fences
+	// closing is closed by Close to stop long replays.
 	closing chan struct{}
-	stopped chan struct{}
 
-	// mu guards closed and the Add side of readers, so that Close, after
-	// setting closed, can wait for the reads already running.
-	mu      sync.RWMutex
-	closed  bool
-	readers sync.WaitGroup
+	// mu guards closed and the Add side of ops, so that Close, after
+	// setting closed, can wait for the reads and writes already running.
+	mu     sync.RWMutex
+	closed bool
+	ops    sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
 
 	stats struct {
-		batches, syncs, requests, conflicts, maxBatch atomic.Int64
+		writes, conflicts atomic.Int64
+		// syncs is shared with the filesystem wrapper that counts them.
+		syncs *atomic.Int64
 	}
 }
 
 // Open opens the store in dir, creating the directory and an empty store if
-// needed, and starts its committer. Only one Store may have a directory open
-// at a time: if another one (in this or another process) has it, Open fails
-// with an error wrapping ErrLocked. A directory this process may not read
-// and write gives an error wrapping fs.ErrPermission.
+// needed. Only one Store may have a directory open at a time: if another
+// one (in this or another process) has it, Open fails with an error wrapping
+// ErrLocked. A directory this process may not read and write gives an error
+// wrapping fs.ErrPermission.
 func Open(dir string, opts ...Option) (*Store, error) {
-	cfg := config{logger: slog.Default(), cacheSize: defaultCacheSize, maxBatch: defaultMaxBatch}
+	cfg := config{logger: slog.Default(), cacheSize: defaultCacheSize, fences: defaultFences}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.maxBatch < 1 {
-		return nil, fmt.Errorf("pebble store: open %s: max batch %d, want at least 1", dir, cfg.maxBatch)
+	if cfg.fences < 1 {
+		return nil, fmt.Errorf("pebble store: open %s: fence cache of %d keys, want at least 1", dir, cfg.fences)
 	}
 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -132,9 +125,11 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	cache := pebbledb.NewCache(cfg.cacheSize)
 	// Open takes its own reference to the cache; ours goes when we return.
 	defer cache.Unref()
+	syncs := new(atomic.Int64)
 	db, err := pebbledb.Open(dir, &pebbledb.Options{
 		Cache:              cache,
 		FormatMajorVersion: pebbledb.FormatNewest,
+		FS:                 walSyncCounter{FS: vfs.Default, syncs: syncs},
 		Logger:             pebbleLogger{cfg.logger.With("component", "pebble", "dir", dir)},
 	})
 	if err != nil {
@@ -145,15 +140,14 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	}
 
 	s := &Store{
-		dir:      dir,
-		db:       db,
-		lock:     lock,
-		maxBatch: cfg.maxBatch,
-		queue:    make(chan *request, 4*cfg.maxBatch),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
+		dir:     dir,
+		db:      db,
+		lock:    lock,
+		log:     cfg.logger,
+		fences:  fences{m: make(map[string]*fence), max: cfg.fences},
+		closing: make(chan struct{}),
 	}
-	go s.commitLoop()
+	s.stats.syncs = syncs
 	return s, nil
 }
 
@@ -185,18 +179,21 @@ func checkFormat(db *pebbledb.DB) error {
 	return nil
 }
 
-// Close stops the committer (writes still waiting for it fail with
-// ErrClosed), waits for running reads (a replay stops at its next event),
-// and closes the database. It is safe to call more than once; later calls
-// return the first call's result.
+// Close waits for the writes running (each ends durable or failed, as it
+// would have without Close) and the reads running (a replay stops at its
+// next event with ErrClosed), and closes the database. Calls made after it
+// fail with ErrClosed. It logs the write statistics at info level. It is safe
+// to call more than once; later calls return the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 		close(s.closing)
-		<-s.stopped
-		s.readers.Wait()
+		s.ops.Wait()
+		st := s.Stats()
+		s.log.Info("pebble store closed", "dir", s.dir, "writes", st.Writes, "wal_syncs", st.Syncs,
+			"writes_per_sync", fmt.Sprintf("%.1f", st.AvgBatch()), "conflicts", st.Conflicts)
 		s.closeErr = errors.Join(s.db.Close(), s.lock.release())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("pebble store: close %s: %w", s.dir, s.closeErr)
@@ -205,55 +202,50 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// Stats counts the committer's work since Open.
+// Stats counts the store's writes since Open.
 type Stats struct {
-	// Batches is how many batches the committer has handled: the writes it
-	// found waiting each time it looked.
-	Batches int64
-	// Syncs is how many of them wrote something, each with one fsync. A
-	// batch of only conflicts and ignored snapshots writes nothing.
+	// Writes is how many synced batches the store committed: appends
+	// (with their snapshot, if any), snapshot saves, puts and deletes.
+	// Refused and ignored writes are not counted.
+	Writes int64
+	// Syncs is how many times Pebble synced its write-ahead log. Each
+	// committed write waits for one; concurrent writes share them.
 	Syncs int64
-	// Requests is how many writes (appends, snapshot saves, puts and
-	// deletes) the batches held.
-	Requests int64
-	// Conflicts is how many of them were refused with store.ErrConflict.
+	// Conflicts is how many writes were refused with store.ErrConflict.
 	Conflicts int64
-	// MaxBatch is the most writes one batch held.
-	MaxBatch int64
 }
 
-// AvgBatch is the average number of writes per batch: how much group commit
-// gathered.
+// AvgBatch is the average number of writes per WAL sync: how much group
+// commit gathered.
 func (st Stats) AvgBatch() float64 {
-	if st.Batches == 0 {
+	if st.Syncs == 0 {
 		return 0
 	}
-	return float64(st.Requests) / float64(st.Batches)
+	return float64(st.Writes) / float64(st.Syncs)
 }
 
-// Stats returns the committer's counters.
+// Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	return Stats{
-		Batches:   s.stats.batches.Load(),
+		Writes:    s.stats.writes.Load(),
 		Syncs:     s.stats.syncs.Load(),
-		Requests:  s.stats.requests.Load(),
 		Conflicts: s.stats.conflicts.Load(),
-		MaxBatch:  s.stats.maxBatch.Load(),
 	}
 }
 
-// beginRead registers a read so that Close waits for it; endRead must follow.
-func (s *Store) beginRead() error {
+// begin registers a read or write so that Close waits for it; end must
+// follow.
+func (s *Store) begin() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	s.readers.Add(1)
+	s.ops.Add(1)
 	return nil
 }
 
-func (s *Store) endRead() { s.readers.Done() }
+func (s *Store) end() { s.ops.Done() }
 
 // Append implements store.Journal.
 func (s *Store) Append(ctx context.Context, pid string, events []store.Event) error {
@@ -263,12 +255,35 @@ func (s *Store) Append(ctx context.Context, pid string, events []store.Event) er
 	if len(events) == 0 {
 		return nil
 	}
-	r, err := newAppend(pid, events)
-	if err != nil {
+	if err := validateEvents(events); err != nil {
 		return fmt.Errorf("append %s: %w", pid, err)
 	}
-	if _, err := s.submit(ctx, r); err != nil {
+	if err := s.append(ctx, pid, events, nil); err != nil {
 		return fmt.Errorf("append %s: %w", pid, err)
+	}
+	return nil
+}
+
+// AppendWithSnapshot implements store.SnapshotJournal: the events and the
+// snapshot go into one synced batch.
+func (s *Store) AppendWithSnapshot(ctx context.Context, pid string, events []store.Event, snap store.Snapshot) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("append %s with snapshot: %w", pid, err)
+	}
+	if len(events) == 0 {
+		return s.SaveSnapshot(ctx, pid, snap)
+	}
+	if err := validateEvents(events); err != nil {
+		return fmt.Errorf("append %s with snapshot: %w", pid, err)
+	}
+	if snap.Payload == nil {
+		if err := s.append(ctx, pid, events, nil); err != nil {
+			return fmt.Errorf("append %s: %w", pid, err)
+		}
+		return fmt.Errorf("append %s: snapshot at seq %d: %w: %w", pid, snap.Seq, store.ErrSnapshotNotSaved, errNoPayload)
+	}
+	if err := s.append(ctx, pid, events, &snap); err != nil {
+		return fmt.Errorf("append %s with snapshot at seq %d: %w", pid, snap.Seq, err)
 	}
 	return nil
 }
@@ -280,10 +295,10 @@ func (s *Store) Replay(ctx context.Context, pid string, afterSeq int64, fn func(
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("replay %s: %w", pid, err)
 	}
-	if err := s.beginRead(); err != nil {
+	if err := s.begin(); err != nil {
 		return fmt.Errorf("replay %s: %w", pid, err)
 	}
-	defer s.endRead()
+	defer s.end()
 
 	lower, upper := eventBounds(idKey(spaceEvent, pid, 8), afterSeq)
 	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -336,10 +351,10 @@ func (s *Store) HighestSeq(ctx context.Context, pid string) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("highest seq %s: %w", pid, err)
 	}
-	if err := s.beginRead(); err != nil {
+	if err := s.begin(); err != nil {
 		return 0, fmt.Errorf("highest seq %s: %w", pid, err)
 	}
-	defer s.endRead()
+	defer s.end()
 	h, err := highestSeq(s.db, idKey(spaceEvent, pid, 8))
 	if err != nil {
 		return 0, fmt.Errorf("highest seq %s: %w", pid, err)
@@ -371,11 +386,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, pid string, snap store.Snapsho
 	if snap.Payload == nil {
 		return fmt.Errorf("save snapshot %s (seq %d): %w", pid, snap.Seq, errNoPayload)
 	}
-	r := newRequest(opSnapshot, pid, idKey(spaceSnapshot, pid, 0))
-	r.seq = snap.Seq
-	r.records = [][]byte{encodeVersioned(snap.Seq, nil, snap.Payload)}
-	r.size = len(r.records[0])
-	if _, err := s.submit(ctx, r); err != nil {
+	if err := s.saveSnapshot(ctx, pid, snap); err != nil {
 		return fmt.Errorf("save snapshot %s (seq %d): %w", pid, snap.Seq, err)
 	}
 	return nil
@@ -416,10 +427,10 @@ func (s *Store) GetValue(ctx context.Context, key string) (store.Value, error) {
 // get reads the record under k and hands it to decode, which must not keep
 // it. found is false if there is none.
 func (s *Store) get(k []byte, decode func([]byte) error) (found bool, err error) {
-	if err := s.beginRead(); err != nil {
+	if err := s.begin(); err != nil {
 		return false, err
 	}
-	defer s.endRead()
+	defer s.end()
 	rec, closer, err := s.db.Get(k)
 	if errors.Is(err, pebbledb.ErrNotFound) {
 		return false, nil
@@ -439,12 +450,7 @@ func (s *Store) PutValue(ctx context.Context, key string, expectedVersion int64,
 	if payload == nil {
 		return 0, fmt.Errorf("put value %s: %w", key, errNoPayload)
 	}
-	r := newRequest(opPut, key, idKey(spaceValue, key, 0))
-	r.expected = expectedVersion
-	// The committer fills in the version when it knows it.
-	r.records = [][]byte{encodeValue(0, payload)}
-	r.size = len(r.records[0])
-	v, err := s.submit(ctx, r)
+	v, err := s.putValue(ctx, key, expectedVersion, payload)
 	if err != nil {
 		return 0, fmt.Errorf("put value %s: %w", key, err)
 	}
@@ -457,11 +463,7 @@ func (s *Store) DeleteValue(ctx context.Context, key string, expectedVersion int
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("delete value %s: %w", key, err)
 	}
-	r := newRequest(opDelete, key, idKey(spaceValue, key, 0))
-	r.expected = expectedVersion
-	r.records = [][]byte{encodeValue(0, nil)}
-	r.size = len(r.records[0])
-	v, err := s.submit(ctx, r)
+	v, err := s.putValue(ctx, key, expectedVersion, nil)
 	if err != nil {
 		return 0, fmt.Errorf("delete value %s: %w", key, err)
 	}

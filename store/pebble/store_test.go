@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,9 +21,11 @@ import (
 	"github.com/cloudstate-go/cloudstate/store/storetest"
 )
 
-// openAt opens a Store in dir and closes it when the test ends.
+// openAt opens a Store in dir, with Pebble's and the Store's log messages
+// discarded, and closes it when the test ends.
 func openAt(tb testing.TB, dir string, opts ...pebble.Option) *pebble.Store {
 	tb.Helper()
+	opts = append([]pebble.Option{pebble.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	s, err := pebble.Open(dir, opts...)
 	if err != nil {
 		tb.Fatalf("Open(%s): %v", dir, err)
@@ -45,6 +48,10 @@ func openValues(tb testing.TB) store.ValueStore       { return openTemp(tb) }
 func TestJournal(t *testing.T)   { storetest.RunJournal(t, openJournal) }
 func TestSnapshots(t *testing.T) { storetest.RunSnapshots(t, openSnapshots) }
 func TestValues(t *testing.T)    { storetest.RunValues(t, openValues) }
+
+func TestSnapshotJournal(t *testing.T) {
+	storetest.RunSnapshotJournal(t, func(tb testing.TB) store.SnapshotJournal { return openTemp(tb) })
+}
 
 func payloadOf(text string) *anypb.Any {
 	return &anypb.Any{TypeUrl: "type.googleapis.com/test.T", Value: []byte(text)}
@@ -322,10 +329,11 @@ func TestReplayCallbackCallsStore(t *testing.T) {
 }
 
 // TestGroupCommit appends from many goroutines at once and checks, through
-// Stats, that the committer gathered them into shared batches.
+// Stats, that concurrent writes shared WAL syncs.
 func TestGroupCommit(t *testing.T) {
 	ctx := t.Context()
 	s := openTemp(t)
+	before := s.Stats()
 	const writers, perWriter = 64, 20
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -342,33 +350,57 @@ func TestGroupCommit(t *testing.T) {
 	wg.Wait()
 	st := s.Stats()
 	t.Logf("stats: %+v, average batch %.1f", st, st.AvgBatch())
-	if st.Requests != writers*perWriter || st.Conflicts != 0 {
-		t.Fatalf("Stats = %+v, want %d requests and no conflicts", st, writers*perWriter)
+	if st.Writes-before.Writes != writers*perWriter || st.Conflicts != 0 {
+		t.Fatalf("Stats = %+v, want %d more writes and no conflicts", st, writers*perWriter)
 	}
-	if st.MaxBatch < 2 || st.Syncs >= st.Requests {
-		t.Fatalf("Stats = %+v: %d concurrent writers never shared a batch", st, writers)
+	if syncs := st.Syncs - before.Syncs; syncs < 1 || syncs >= writers*perWriter {
+		t.Fatalf("Stats = %+v: %d writes took %d WAL syncs; %d concurrent writers never shared one", st, writers*perWriter, syncs, writers)
 	}
 }
 
-// TestMaxBatchOne turns group commit off and checks that every write then
-// gets its own batch.
-func TestMaxBatchOne(t *testing.T) {
+// TestFencesDropped keeps the fencing state of only two keys in memory while
+// writing many, so that most writes find their key's state dropped and load
+// it again: fencing must hold all the same.
+func TestFencesDropped(t *testing.T) {
 	ctx := t.Context()
-	s := openAt(t, t.TempDir(), pebble.WithMaxBatch(1))
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			if _, err := s.PutValue(ctx, fmt.Sprint("one|", w), 0, payloadOf("x")); err != nil {
-				t.Error(err)
+	s := openAt(t, t.TempDir(), pebble.WithFences(2))
+	const ids = 10
+	for seq := int64(1); seq <= 3; seq++ {
+		for i := range ids {
+			pid := fmt.Sprint("drop|", i)
+			if err := s.Append(ctx, pid, []store.Event{{Seq: seq, Payload: payloadOf("x")}}); err != nil {
+				t.Fatalf("Append(%s, %d): %v", pid, seq, err)
 			}
-		})
+			if _, err := s.PutValue(ctx, pid, seq-1, payloadOf("x")); err != nil {
+				t.Fatalf("PutValue(%s, %d): %v", pid, seq-1, err)
+			}
+			if err := s.SaveSnapshot(ctx, pid, store.Snapshot{Seq: seq, Payload: payloadOf(fmt.Sprint(seq))}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	wg.Wait()
-	if st := s.Stats(); st.MaxBatch != 1 || st.Batches != 8 || st.Syncs != 8 {
-		t.Fatalf("Stats with WithMaxBatch(1) = %+v, want 8 batches of one", st)
+	for i := range ids {
+		pid := fmt.Sprint("drop|", i)
+		for _, seq := range []int64{1, 3, 5} {
+			if err := s.Append(ctx, pid, []store.Event{{Seq: seq, Payload: payloadOf("again")}}); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("Append(%s, %d) after 3 events: %v, want store.ErrConflict", pid, seq, err)
+			}
+		}
+		if _, err := s.PutValue(ctx, pid, 2, payloadOf("stale")); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("PutValue(%s) at version 2 of 3: %v, want store.ErrConflict", pid, err)
+		}
+		if err := s.SaveSnapshot(ctx, pid, store.Snapshot{Seq: 2, Payload: payloadOf("older")}); err != nil {
+			t.Fatal(err)
+		}
+		if snap, ok, err := s.LatestSnapshot(ctx, pid); err != nil || !ok || snap.Seq != 3 {
+			t.Fatalf("LatestSnapshot(%s) = %+v, %v, %v; want seq 3 (the older save ignored)", pid, snap, ok, err)
+		}
 	}
-	if _, err := pebble.Open(t.TempDir(), pebble.WithMaxBatch(0)); err == nil {
-		t.Fatal("Open with WithMaxBatch(0) succeeded")
+	if st := s.Stats(); st.Conflicts != 4*ids {
+		t.Fatalf("Stats = %+v, want %d conflicts", st, 4*ids)
+	}
+	if _, err := pebble.Open(t.TempDir(), pebble.WithFences(0)); err == nil {
+		t.Fatal("Open with WithFences(0) succeeded")
 	}
 }
 
@@ -394,8 +426,8 @@ func TestMissingPayload(t *testing.T) {
 	}
 }
 
-// TestCanceledWritesWriteNothing cancels writes at random moments, many of
-// them while queued or in the committer's hands. A write that returns the
+// TestCanceledWritesWriteNothing cancels writes at random moments, before
+// and while they are committed. A write that returns the
 // context's error must have written nothing, and one that succeeds must be
 // stored: there is no "maybe written".
 func TestCanceledWritesWriteNothing(t *testing.T) {
@@ -411,8 +443,8 @@ func TestCanceledWritesWriteNothing(t *testing.T) {
 		wg.Go(func() {
 			for n := range perWriter {
 				// Timeouts from 0 to about two fsyncs, so that some
-				// expire before queueing, some while queued and some
-				// after the committer took the write.
+				// expire before the call, some while it waits for its
+				// key's fence and some while it is being committed.
 				timeout := time.Duration((w*perWriter+n)%40) * 10 * time.Microsecond
 				ctx, cancel := context.WithTimeout(t.Context(), timeout)
 				key := fmt.Sprintf("cancel|%d|%d", w, n)

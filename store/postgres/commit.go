@@ -32,18 +32,23 @@ const (
 	opAbandoned
 )
 
-// op is one write waiting for the committer: a single SQL statement whose
-// row count tells the caller whether it applied. The statement must never
-// fail for a reason that belongs to this write alone (a conflict shows as
-// zero rows), so that it cannot abort the other writes of its batch.
+// op is one write waiting for the committer: an append (app), which the
+// committer puts into one statement with the other appends of its batch, or
+// a single SQL statement (sql, args). Either way its row count tells the
+// caller whether it applied (an append: 1 if written, 0 if fenced off). The
+// statement must never fail for a reason that belongs to this write alone (a
+// conflict shows as zero rows), so that it cannot abort the other writes of
+// its batch.
 type op struct {
 	kind  opKind
 	key   []byte
 	size  int // payload bytes, for the batch byte budget
+	app   *appendWrite
 	sql   string
 	args  []any
 	state atomic.Int32
 	done  chan opResult // buffered: the committer never blocks on a caller
+	rows  int64         // set by send
 }
 
 type opResult struct {
@@ -68,14 +73,22 @@ func (st *stats) committed(n int) {
 	}
 }
 
-// write runs one statement through the group committer and returns its row
-// count. Attempts that did not reach the database are repeated with backoff
-// (see retry); any other failure is returned.
-func (s *Store) write(ctx context.Context, kind opKind, key []byte, size int, sql string, args ...any) (int64, error) {
+// statement runs one SQL statement through the group committer and returns
+// its row count; see write.
+func (s *Store) statement(ctx context.Context, kind opKind, key []byte, size int, sql string, args ...any) (int64, error) {
+	return s.write(ctx, &op{kind: kind, key: key, size: size, sql: sql, args: args})
+}
+
+// write runs the write described by w (kind, key, size, and app or sql and
+// args) through the group committer and returns its row count. Attempts that
+// did not reach the database are repeated with backoff (see retry), each
+// with an op of its own; any other failure is returned.
+func (s *Store) write(ctx context.Context, w *op) (int64, error) {
 	var rows int64
 	err := s.retry(ctx, true, func() error {
 		var err error
-		rows, err = s.submit(ctx, &op{kind: kind, key: key, size: size, sql: sql, args: args, done: make(chan opResult, 1)})
+		o := &op{kind: w.kind, key: w.key, size: w.size, app: w.app, sql: w.sql, args: w.args, done: make(chan opResult, 1)}
+		rows, err = s.submit(ctx, o)
 		return err
 	})
 	return rows, err
@@ -189,13 +202,13 @@ func (s *Store) commit(batch []*op) {
 		}
 		return bytes.Compare(batch[i].key, batch[j].key) < 0
 	})
-	rows, err := s.send(batch)
+	err := s.send(batch)
 	var notSent *notSentError
 	switch {
 	case err == nil:
 		s.stats.committed(len(batch))
-		for i, o := range batch {
-			o.done <- opResult{rows: rows[i]}
+		for _, o := range batch {
+			o.done <- opResult{rows: o.rows}
 		}
 	case errors.As(err, &notSent):
 		s.stats.failed.Add(1)
@@ -224,39 +237,161 @@ func (s *Store) commit(batch []*op) {
 	}
 }
 
-// send runs batch as one pipelined round trip. pgx ends the pipeline with a
-// single Sync, so the statements form one implicit transaction that commits
-// at the Sync, and Close only returns nil once that commit is durable.
-func (s *Store) send(batch []*op) ([]int64, error) {
+// statementOf is one statement of a batch and the ops it answers: the
+// appends of an appendsSQL statement, or the one op with its own statement.
+type statementOf struct {
+	ops     []*op
+	appends bool
+}
+
+// plan turns a sorted batch into statements. The appends go into appendsSQL
+// statements holding at most one append per persistence id, because a
+// statement does not see its own inserts: the first append of each id goes
+// into the first statement, a second append of the same id (two writers of
+// one entity in one batch) into the second, which sees the first's rows, and
+// so on. Every other op is a statement of its own, in batch order.
+func plan(batch []*op) []statementOf {
+	var rounds [][]*op
+	seen := make(map[string]int, len(batch))
+	for _, o := range batch {
+		if o.app == nil {
+			continue
+		}
+		r := seen[string(o.key)]
+		seen[string(o.key)] = r + 1
+		if r == len(rounds) {
+			rounds = append(rounds, nil)
+		}
+		rounds[r] = append(rounds[r], o)
+	}
+	stmts := make([]statementOf, 0, len(rounds)+len(batch))
+	for _, ops := range rounds {
+		stmts = append(stmts, statementOf{ops: ops, appends: true})
+	}
+	for _, o := range batch {
+		if o.app == nil {
+			stmts = append(stmts, statementOf{ops: []*op{o}})
+		}
+	}
+	return stmts
+}
+
+// appendsArgs returns the arguments of appendsSQL for ops.
+func appendsArgs(ops []*op) []any {
+	n := len(ops)
+	pids, tags, seqs, urls, values := make([][]byte, n), make([][]byte, n), make([]int64, n), make([]string, n), make([][]byte, n)
+	var restPids, restTags, restValues [][]byte
+	var restSeqs []int64
+	var restURLs []string
+	var snapPids, snapValues [][]byte
+	var snapSeqs []int64
+	var snapURLs []string
+	for i, o := range ops {
+		a := o.app
+		pids[i], tags[i], seqs[i], urls[i], values[i] = a.pid, a.tag, a.first, a.typeURLs[0], a.values[0]
+		for j := 1; j < len(a.values); j++ {
+			restPids = append(restPids, a.pid)
+			restTags = append(restTags, a.tag)
+			restSeqs = append(restSeqs, a.first+int64(j))
+			restURLs = append(restURLs, a.typeURLs[j])
+			restValues = append(restValues, a.values[j])
+		}
+		if a.snap != nil {
+			snapPids = append(snapPids, a.pid)
+			snapSeqs = append(snapSeqs, a.snap.seq)
+			snapURLs = append(snapURLs, a.snap.typeURL)
+			snapValues = append(snapValues, a.snap.value)
+		}
+	}
+	// pgx sends a nil slice as NULL, which unnest reads as no rows; the
+	// arguments are all arrays all the same, for clarity.
+	return []any{pids, tags, seqs, urls, values,
+		nonNilArray(restPids), nonNilArray(restTags), nonNilArray(restSeqs), nonNilArray(restURLs), nonNilArray(restValues),
+		nonNilArray(snapPids), nonNilArray(snapSeqs), nonNilArray(snapURLs), nonNilArray(snapValues)}
+}
+
+// nonNilArray returns s, or an empty slice for nil, so that pgx sends an
+// empty array rather than NULL.
+func nonNilArray[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// send runs batch as one pipelined round trip and sets each op's row count.
+// pgx ends the pipeline with a single Sync, so the statements form one
+// implicit transaction that commits at the Sync, and Close only returns nil
+// once that commit is durable.
+func (s *Store) send(batch []*op) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.queryTimeout)
 	defer cancel()
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, &notSentError{fmt.Errorf("acquire connection: %w", err)}
+		return &notSentError{fmt.Errorf("acquire connection: %w", err)}
 	}
 	defer conn.Release()
 
-	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(batch))}
-	for _, o := range batch {
-		b.Queue(o.sql, o.args...)
+	stmts := plan(batch)
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(stmts))}
+	for _, st := range stmts {
+		if st.appends {
+			b.Queue(appendsSQL, appendsArgs(st.ops)...)
+		} else {
+			b.Queue(st.ops[0].sql, st.ops[0].args...)
+		}
 	}
 	br := conn.SendBatch(ctx, b)
-	rows := make([]int64, len(batch))
-	for i := range batch {
-		tag, err := br.Exec()
+	for i, st := range stmts {
+		var err error
+		if st.appends {
+			err = readAppends(br, st.ops)
+		} else {
+			var tag pgconn.CommandTag
+			tag, err = br.Exec()
+			st.ops[0].rows = tag.RowsAffected()
+		}
 		if err != nil {
 			_ = br.Close() // the first error is the one to report
 			if i == 0 && terminatedBeforeWork(err) {
-				return nil, &notSentError{err}
+				return &notSentError{err}
 			}
-			return nil, sendError(err)
+			return sendError(err)
 		}
-		rows[i] = tag.RowsAffected()
 	}
 	if err := br.Close(); err != nil {
-		return nil, sendError(err)
+		return sendError(err)
 	}
-	return rows, nil
+	return nil
+}
+
+// readAppends reads the result of an appendsSQL statement, the persistence
+// ids whose append was written, into the row counts of ops.
+func readAppends(br pgx.BatchResults, ops []*op) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	written := make(map[string]bool, len(ops))
+	var pid []byte
+	for rows.Next() {
+		if err := rows.Scan(&pid); err != nil {
+			rows.Close()
+			return err
+		}
+		written[string(pid)] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, o := range ops {
+		o.rows = 0
+		if written[string(o.key)] {
+			o.rows = 1
+		}
+	}
+	return nil
 }
 
 // terminatedBeforeWork reports whether err, read in place of the first

@@ -58,13 +58,17 @@ func newOp(kind opKind, key string, sql string, args ...any) *op {
 }
 
 func appendOp(pid string, first int64, texts ...string) *op {
-	urls := make([]string, len(texts))
-	values := make([][]byte, len(texts))
+	evs := make([]store.Event, len(texts))
 	for i, x := range texts {
-		urls[i] = "type.googleapis.com/test.Event"
-		values[i] = []byte(x)
+		evs[i] = ev(first+int64(i), x)
 	}
-	return newOp(kindAppend, pid, appendSQL, []byte(pid), tagOf([]byte(pid)), first, urls, values)
+	a, size, err := newAppend(pid, evs)
+	if err != nil {
+		panic(err)
+	}
+	o := &op{kind: kindAppend, key: a.pid, size: size, app: a, done: make(chan opResult, 1)}
+	o.state.Store(opTaken)
+	return o
 }
 
 func result(t *testing.T, o *op) opResult {
@@ -106,7 +110,7 @@ func TestBatchConflictsAreIsolated(t *testing.T) {
 	for i, o := range ops {
 		r := result(t, o)
 		if r.err != nil || r.rows != want[i] {
-			t.Errorf("op %d (%s %q): rows %d, err %v; want rows %d", i, o.sql[:20], o.key, r.rows, r.err, want[i])
+			t.Errorf("op %d (kind %d, %q): rows %d, err %v; want rows %d", i, o.kind, o.key, r.rows, r.err, want[i])
 		}
 	}
 	after := s.Stats()
@@ -115,6 +119,56 @@ func TestBatchConflictsAreIsolated(t *testing.T) {
 	}
 	checkSeqs(t, s, "iso|existing", "first", "next", "more")
 	checkSeqs(t, s, "iso|new", "a", "b")
+}
+
+// TestBatchAppendsWithSnapshots commits one batch of appends carrying
+// snapshots, two of them to one entity: one commit, the fenced-off append
+// saves no snapshot, and the second append of an entity sees the first.
+func TestBatchAppendsWithSnapshots(t *testing.T) {
+	s := openTest(t)
+	ctx := t.Context()
+	if err := s.Append(ctx, "snapb|old", []store.Event{ev(1, "first")}); err != nil {
+		t.Fatal(err)
+	}
+	withSnap := func(o *op, seq int64, text string) *op {
+		o.app.snap = &snapshotWrite{seq: seq, typeURL: "type.googleapis.com/test.State", value: []byte(text)}
+		return o
+	}
+	before := s.Stats()
+	ops := []*op{
+		withSnap(appendOp("snapb|a", 1, "a1", "a2"), 2, "a@2"),       // applies
+		withSnap(appendOp("snapb|a", 3, "a3"), 3, "a@3"),             // applies, after the first
+		withSnap(appendOp("snapb|old", 1, "dup"), 1, "lost"),         // seq exists: no snapshot
+		appendOp("snapb|b", 1, "b1"),                                 // applies, no snapshot
+		withSnap(appendOp("snapb|c", 2, "gap"), 2, "lost"),           // gap: nothing
+		withSnap(appendOp("snapb|d", 1, "d1", "d2", "d3"), 3, "d@3"), // applies
+	}
+	want := []int64{1, 1, 0, 1, 0, 1}
+	s.commit(append([]*op(nil), ops...))
+	for i, o := range ops {
+		if r := result(t, o); r.err != nil || r.rows != want[i] {
+			t.Errorf("op %d (%q): rows %d, err %v; want rows %d", i, o.key, r.rows, r.err, want[i])
+		}
+	}
+	if after := s.Stats(); after.Commits != before.Commits+1 || after.Fallbacks != before.Fallbacks {
+		t.Fatalf("stats before %+v, after %+v: want exactly one more commit and no fallback", before, after)
+	}
+	checkSeqs(t, s, "snapb|a", "a1", "a2", "a3")
+	checkSeqs(t, s, "snapb|old", "first")
+	checkSeqs(t, s, "snapb|b", "b1")
+	checkSeqs(t, s, "snapb|c")
+	checkSeqs(t, s, "snapb|d", "d1", "d2", "d3")
+	for pid, want := range map[string]string{"snapb|a": "a@3", "snapb|d": "d@3", "snapb|old": "", "snapb|b": "", "snapb|c": ""} {
+		snap, ok, err := s.LatestSnapshot(ctx, pid)
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case want == "" && ok:
+			t.Errorf("%s has snapshot %q, want none", pid, snap.Payload.GetValue())
+		case want != "" && (!ok || string(snap.Payload.GetValue()) != want):
+			t.Errorf("%s has snapshot %v (ok %v), want %q", pid, snap.Payload, ok, want)
+		}
+	}
 }
 
 // TestBatchFallback puts a statement that fails into a batch: the batch
@@ -127,7 +181,7 @@ func TestBatchFallback(t *testing.T) {
 
 	// Sent alone, the batch is one transaction: the failing statement takes
 	// the others with it.
-	if _, err := s.send([]*op{ok1, bad, ok2}); err == nil {
+	if err := s.send([]*op{ok1, bad, ok2}); err == nil {
 		t.Fatal("send of a batch with a failing statement succeeded")
 	}
 	for _, pid := range []string{"fb|1", "fb|2"} {

@@ -61,7 +61,9 @@
 //     expected, which under READ COMMITTED re-checks its condition against a
 //     competitor's committed row. Zero rows affected means store.ErrConflict.
 //   - A snapshot save is an upsert that only replaces a row with a lower or
-//     equal sequence number.
+//     equal sequence number. A snapshot saved with an append
+//     (store.SnapshotJournal) is upserted by the same statement, and only if
+//     that append's first event went in.
 //
 // None of these statements fails on a conflict (a conflict is a row count
 // of zero), which is what lets one transaction carry the writes of many
@@ -69,20 +71,41 @@
 //
 // # Group commit
 //
-// Writes do not run on the caller's goroutine. Each becomes an op with one
-// statement, and is queued for a committer goroutine (one by default, see
-// WithCommitters). The committer takes the first queued op, then whatever
-// else is queued at that moment, up to WithMaxBatch, without waiting for
-// more: while a batch is at the database, new writes queue and form the next
-// one, so batches grow with the load and a lone write pays no extra latency.
-// A batch also stops growing at 4 MiB of payload.
-// The committer sorts the batch by table and key, so that every transaction
-// of every proxy takes its row locks in one global order and concurrent
-// batches never deadlock, and sends it with pgx.Batch: one pipelined round
-// trip ending in a single Sync, which PostgreSQL runs as one implicit
-// transaction, committed (and, with synchronous_commit on, flushed) once.
-// The callers are answered only after the Sync's reply, so no write is
-// acknowledged before it is durable.
+// Writes do not run on the caller's goroutine. Each becomes an op, and is
+// queued for a committer goroutine (one by default, see WithCommitters). The
+// committer takes the first queued op, then whatever else is queued at that
+// moment, up to WithMaxBatch, without waiting for more: while a batch is at
+// the database, new writes queue and form the next one, so batches grow with
+// the load and a lone write pays no extra latency. A batch also stops growing
+// at 4 MiB of payload.
+//
+// The committer sorts the batch by table and key and turns it into as few
+// statements as it can: all the appends of the batch (with the snapshots
+// saved with them) go into one statement that takes its rows from arrays
+// (unnest) and applies the fences above row by row, so the server parses,
+// plans and executes one statement for the whole batch instead of one per
+// entity; it returns the persistence ids whose append went in. A statement
+// does not see its own inserts, so a persistence id appears at most once per
+// statement: a second append of the same entity in one batch goes into a
+// second statement, after the first, which sees its rows. Value writes and
+// snapshot saves are a statement each.
+//
+// The statements are sent with pgx.Batch: one pipelined round trip ending in
+// a single Sync, which PostgreSQL runs as one implicit transaction, committed
+// (and, with synchronous_commit on, flushed) once. The callers are answered
+// only after the Sync's reply, so no write is acknowledged before it is
+// durable. Statements are prepared once per connection (pgx's statement
+// cache), so each round trip carries only their arguments.
+//
+// Every transaction takes its row locks in one order, by table and then by
+// key: journal rows, then snapshot rows, then value rows, so that concurrent
+// batches of several proxies wait for each other but do not deadlock. Two
+// cases bend that order, and both need two writers of the same entity in
+// flight at once, which fencing refuses anyway: a second append of an entity
+// in one batch, and a snapshot saved with an append in one batch while
+// another batch saves a snapshot of the same entity on its own. If they ever
+// deadlock, PostgreSQL aborts one transaction and the committer re-runs its
+// writes one by one (below).
 //
 // If the server rejects a statement anyway (a bug, a duplicate that slipped
 // past the fences, a deadlock with a foreign writer), the whole batch rolls

@@ -18,9 +18,10 @@ import (
 )
 
 var (
-	_ store.Journal       = (*Store)(nil)
-	_ store.SnapshotStore = (*Store)(nil)
-	_ store.ValueStore    = (*Store)(nil)
+	_ store.Journal         = (*Store)(nil)
+	_ store.SnapshotStore   = (*Store)(nil)
+	_ store.SnapshotJournal = (*Store)(nil)
+	_ store.ValueStore      = (*Store)(nil)
 )
 
 // ErrUnavailable is wrapped by the errors of calls that could not reach the

@@ -78,6 +78,10 @@ func TestJournal(t *testing.T) {
 	storetest.RunJournal(t, func(tb testing.TB) store.Journal { return openTest(tb) })
 }
 
+func TestSnapshotJournal(t *testing.T) {
+	storetest.RunSnapshotJournal(t, func(tb testing.TB) store.SnapshotJournal { return openTest(tb) })
+}
+
 func TestSnapshots(t *testing.T) {
 	storetest.RunSnapshots(t, func(tb testing.TB) store.SnapshotStore { return openTest(tb) })
 }

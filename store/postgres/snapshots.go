@@ -30,15 +30,12 @@ func (s *Store) SaveSnapshot(ctx context.Context, pid string, snap store.Snapsho
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("save snapshot %s: %w", pid, err)
 	}
-	if snap.Payload == nil {
-		return fmt.Errorf("save snapshot %s (seq %d): no payload: %w", pid, snap.Seq, errInvalid)
-	}
-	if err := checkTypeURL(snap.Payload.TypeUrl); err != nil {
+	if err := checkSnapshot(snap); err != nil {
 		return fmt.Errorf("save snapshot %s (seq %d): %w", pid, snap.Seq, err)
 	}
 	key := []byte(pid)
 	// Zero rows means a newer snapshot is stored, which is not an error.
-	if _, err := s.write(ctx, kindSnapshot, key, len(snap.Payload.TypeUrl)+len(snap.Payload.Value), saveSnapshotSQL, key, snap.Seq, snap.Payload.TypeUrl, nonNil(snap.Payload.Value)); err != nil {
+	if _, err := s.statement(ctx, kindSnapshot, key, len(snap.Payload.TypeUrl)+len(snap.Payload.Value), saveSnapshotSQL, key, snap.Seq, snap.Payload.TypeUrl, nonNil(snap.Payload.Value)); err != nil {
 		return fmt.Errorf("save snapshot %s (seq %d): %w", pid, snap.Seq, err)
 	}
 	return nil

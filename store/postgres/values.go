@@ -79,9 +79,9 @@ func (s *Store) PutValue(ctx context.Context, key string, expectedVersion int64,
 	case expectedVersion < 0:
 		return 0, fmt.Errorf("put value %q: version %d is negative: %w", key, expectedVersion, store.ErrConflict)
 	case expectedVersion == 0:
-		rows, err = s.write(ctx, kindValue, k, len(payload.TypeUrl)+len(value), insertValueSQL, k, payload.TypeUrl, value)
+		rows, err = s.statement(ctx, kindValue, k, len(payload.TypeUrl)+len(value), insertValueSQL, k, payload.TypeUrl, value)
 	default:
-		rows, err = s.write(ctx, kindValue, k, len(payload.TypeUrl)+len(value), updateValueSQL, k, expectedVersion, payload.TypeUrl, value)
+		rows, err = s.statement(ctx, kindValue, k, len(payload.TypeUrl)+len(value), updateValueSQL, k, expectedVersion, payload.TypeUrl, value)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("put value %q at version %d: %w", key, expectedVersion, err)
@@ -106,9 +106,9 @@ func (s *Store) DeleteValue(ctx context.Context, key string, expectedVersion int
 	case expectedVersion < 0:
 		return 0, fmt.Errorf("delete value %q: version %d is negative: %w", key, expectedVersion, store.ErrConflict)
 	case expectedVersion == 0:
-		rows, err = s.write(ctx, kindValue, k, 0, insertTombstoneSQL, k)
+		rows, err = s.statement(ctx, kindValue, k, 0, insertTombstoneSQL, k)
 	default:
-		rows, err = s.write(ctx, kindValue, k, 0, updateTombstoneSQL, k, expectedVersion)
+		rows, err = s.statement(ctx, kindValue, k, 0, updateTombstoneSQL, k, expectedVersion)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("delete value %q at version %d: %w", key, expectedVersion, err)

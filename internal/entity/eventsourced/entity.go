@@ -186,9 +186,9 @@ func (s *session) Handle(_ context.Context, call route.Call) (route.Outcome, err
 	return route.Outcome{Action: reply.GetClientAction(), SideEffects: reply.GetSideEffects()}, nil, entity.Continue
 }
 
-// persist appends the reply's events and then saves its snapshot (ES-3). A
-// snapshot without events is ignored; a snapshot failure is only logged,
-// because the journal alone is the truth.
+// persist appends the reply's events and saves its snapshot (ES-3), in one
+// write if the store can. A snapshot without events is ignored; a snapshot
+// failure is only logged, because the journal alone is the truth.
 func (s *session) persist(reply *protocol.EventSourcedReply) error {
 	events := reply.GetEvents()
 	if len(events) == 0 {
@@ -201,15 +201,22 @@ func (s *session) persist(reply *protocol.EventSourcedReply) error {
 	for i, ev := range events {
 		batch[i] = store.Event{Seq: s.seq + int64(i) + 1, Payload: ev}
 	}
-	if err := s.m.cfg.Journal.Append(s.ctx, s.pid, batch); err != nil {
+	var err error
+	if snap := reply.GetSnapshot(); snap != nil {
+		// One write for both when the store can (store.SnapshotJournal).
+		err = store.AppendWithSnapshot(s.ctx, s.m.cfg.Journal, s.m.cfg.Snapshots, s.pid, batch,
+			store.Snapshot{Seq: s.seq + int64(len(batch)), Payload: snap})
+	} else {
+		err = s.m.cfg.Journal.Append(s.ctx, s.pid, batch)
+	}
+	if errors.Is(err, store.ErrSnapshotNotSaved) {
+		s.log().Warn("saving a snapshot failed", "pid", s.pid, "seq", s.seq+int64(len(batch)), "err", err)
+		err = nil
+	}
+	if err != nil {
 		return fmt.Errorf("append %d events to %s at %d: %w", len(batch), s.pid, s.seq+1, err)
 	}
 	s.seq += int64(len(batch))
-	if snap := reply.GetSnapshot(); snap != nil {
-		if err := s.m.cfg.Snapshots.SaveSnapshot(s.ctx, s.pid, store.Snapshot{Seq: s.seq, Payload: snap}); err != nil {
-			s.log().Warn("saving a snapshot failed", "pid", s.pid, "seq", s.seq, "err", err)
-		}
-	}
 	return nil
 }
 
