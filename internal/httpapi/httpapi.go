@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"sort"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -320,6 +322,73 @@ func (a *API) QueryFilter(httpMethod, path string) (dropAll bool, drop []string)
 		return true, nil
 	}
 	return false, drop
+}
+
+// QueryParamConflict is two query parameters that name the same field, one
+// by its JSON name and one by its proto name (or mixing them along a path).
+type QueryParamConflict struct {
+	First, Second string // the parameters as sent, in sorted order
+	Field         string // the field path by proto names
+}
+
+// QueryConflict finds two query parameters of a request that set the same
+// field under different spellings ("display_name" and "displayName"). The
+// transcoder accepts both spellings but applies parameters in map order, so
+// the winner would be random; such a request is refused instead. Parameters
+// that name no field are left to the transcoder, which reports them.
+func (a *API) QueryConflict(httpMethod, path string, q url.Values) (QueryParamConflict, bool) {
+	if len(q) < 2 {
+		return QueryParamConflict{}, false
+	}
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, b := range a.bindings {
+		if b.httpMethod != "*" && b.httpMethod != httpMethod {
+			continue
+		}
+		if _, ok := b.tmpl.match(path); !ok {
+			continue
+		}
+		seen := make(map[string]string, len(keys))
+		for _, k := range keys {
+			field, ok := canonicalFieldPath(b.method.Input(), k)
+			if !ok {
+				continue
+			}
+			if first, dup := seen[field]; dup {
+				return QueryParamConflict{First: first, Second: k, Field: field}, true
+			}
+			seen[field] = k
+		}
+	}
+	return QueryParamConflict{}, false
+}
+
+// canonicalFieldPath resolves a dotted query parameter name, each segment a
+// proto or JSON field name, to the field path by proto names.
+func canonicalFieldPath(md protoreflect.MessageDescriptor, name string) (string, bool) {
+	var b strings.Builder
+	for i, seg := range strings.Split(name, ".") {
+		if md == nil {
+			return "", false
+		}
+		fd := md.Fields().ByName(protoreflect.Name(seg))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(seg)
+		}
+		if fd == nil {
+			return "", false
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(string(fd.Name()))
+		md = fd.Message()
+	}
+	return b.String(), true
 }
 
 // typeResolver resolves the user's types from their own descriptors first

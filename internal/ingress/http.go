@@ -26,7 +26,9 @@ package ingress
 //   - As in the reference (HTTP-5): path variables win over query
 //     parameters naming the same field, a rule with body "*" ignores the
 //     query, a rule without body ignores the body. Unlike it: a repeated
-//     value for a singular query parameter keeps the last one, bools in
+//     value for a singular query parameter keeps the last one, one field
+//     named twice under its two spellings (display_name and displayName)
+//     is a 400 rather than a random pick, bools in
 //     the path must be lower case, and when different templates match one
 //     path the router prefers literal segments over variables (identical
 //     bindings: the last declared wins, HTTP-1). The probe paths /live,
@@ -180,6 +182,11 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 	ignoreBody := r.ContentLength != 0 && a.api.IgnoresBody(r.Method, r.URL.Path)
 	if r.URL.RawQuery != "" {
 		filterQuery(r, a.api)
+		if c, ok := a.api.QueryConflict(r.Method, r.URL.Path, r.URL.Query()); ok {
+			writeJSONError(w, http.StatusBadRequest, codes.InvalidArgument,
+				fmt.Sprintf("query parameters %q and %q both set field %q: send one of them", c.First, c.Second, c.Field))
+			return
+		}
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct != "" && ct != "application/json" {
@@ -514,6 +521,7 @@ func (h *rpcHandler) unary(ctx context.Context, w http.ResponseWriter, r *http.R
 	state.reached.Store(true)
 	reply, err := h.router.Unary(ctx, m, req, md)
 	if err != nil {
+		logFailedCall(h.log, ctx, m.Path, err)
 		writeStatus(w.Header(), "", status.Convert(err))
 		w.WriteHeader(http.StatusOK)
 		return
@@ -554,6 +562,7 @@ func (h *rpcHandler) stream(ctx context.Context, w http.ResponseWriter, r *http.
 	err := h.router.Stream(ctx, m, recv, send, md)
 	var st *status.Status
 	if err != nil {
+		logFailedCall(h.log, ctx, m.Path, err)
 		st = status.Convert(err)
 	}
 	if !headerSent {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -243,6 +244,8 @@ func TestHTTPBadRequests(t *testing.T) {
 		{name: "bad timestamp", method: "POST", path: "/things", contentType: jsonType, body: `{"when":"yesterday"}`, status: 400, want: "Timestamp"},
 		{name: "unknown field", method: "POST", path: "/cart/u/items/add", contentType: jsonType, body: `{"colour":"red"}`, status: 400, want: `unknown field "colour"`},
 		{name: "unknown query parameter", method: "GET", path: "/carts/u?colour=red", status: 400, want: `"colour"`},
+		{name: "one field under both spellings", method: "GET", path: "/things/a?display_name=x&displayName=y", status: 400,
+			want: `query parameters "displayName" and "display_name" both set field "display_name"`},
 		{name: "query parameter of the wrong type", method: "GET", path: "/things/a?count=many", status: 400, want: `"count"`},
 		{name: "path variable of the wrong type", method: "GET", path: "/count/many/true/1/1", status: 400, want: `"count"`},
 		{name: "empty path variable", method: "POST", path: "/cart//items/add", contentType: jsonType, body: `{}`, status: 400, want: `path variable "user_id" is empty`},
@@ -551,4 +554,46 @@ func TestHTTPBeforeDiscovery(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %d with %q", tc.method, tc.path, rec.Code, rec.Body.String(), tc.status, tc.want)
 		}
 	}
+}
+
+// TestHTTPFailedCallsLogged: a call over HTTP/JSON that the function fails
+// gets the same log line as a failed native gRPC call.
+func TestHTTPFailedCallsLogged(t *testing.T) {
+	var logs syncBuffer
+	h := startHTTP(t, Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	code, _, _ := h.do(t, "POST", "/cart/u/items/add", jsonType, `{"productId":"p","quantity":-1}`)
+	if code != 500 {
+		t.Fatalf("status %d, want 500", code)
+	}
+	code, _, _ = h.do(t, "GET", "/watch/failfirst", "", "")
+	if code != 500 {
+		t.Fatalf("stream: status %d, want 500", code)
+	}
+	out := logs.String()
+	for _, want := range []string{
+		`msg="call failed" method=/` + cartService + `/AddItem code=Unknown message="Cannot add a quantity of -1 of item p"`,
+		`msg="call failed" method=/test.Things/Watch code=Unknown message="watch failed first"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s\nlog:\n%s", want, out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

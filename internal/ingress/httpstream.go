@@ -157,6 +157,9 @@ func (h *rpcHandler) serveRESTStream(ctx context.Context, w http.ResponseWriter,
 		return req, nil
 	}
 	err = h.router.Stream(ctx, m, recv, sw.send, md)
+	if err != nil {
+		logFailedCall(h.log, ctx, m.Path, err)
+	}
 	if !rs.started.Load() {
 		if err != nil {
 			// Nothing sent yet: the transcoder answers as for a unary call.

@@ -184,7 +184,7 @@ func (s *Server) handleStream(_ any, stream grpc.ServerStream) error {
 	}
 	err := s.dispatch(stream, full)
 	if err != nil {
-		s.logFailedCall(stream.Context(), full, err)
+		logFailedCall(s.log, stream.Context(), full, err)
 	}
 	return err
 }
@@ -192,15 +192,15 @@ func (s *Server) handleStream(_ any, stream grpc.ServerStream) error {
 // logFailedCall writes one line per call that ended with an error: at warn
 // for the proxy's own failures, at debug for the caller's mistakes and the
 // function's failure replies, which are normal traffic.
-func (s *Server) logFailedCall(ctx context.Context, method string, err error) {
+func logFailedCall(log *slog.Logger, ctx context.Context, method string, err error) {
 	level := slog.LevelDebug
 	switch status.Code(err) {
 	case codes.Internal, codes.DataLoss:
 		level = slog.LevelWarn
 	}
-	if s.log.Enabled(ctx, level) {
+	if log.Enabled(ctx, level) {
 		st := status.Convert(err)
-		s.log.Log(ctx, level, "call failed", "method", method, "code", st.Code().String(), "message", st.Message())
+		log.Log(ctx, level, "call failed", "method", method, "code", st.Code().String(), "message", st.Message())
 	}
 }
 
