@@ -74,6 +74,11 @@
 // Store.Stats counts writes and WAL syncs (the filesystem handed to Pebble
 // counts the syncs of WAL files), so their ratio is the batch size reached.
 //
+// On Linux the WAL files are extended over the blocks Pebble preallocates
+// for them (walprealloc_linux.go), so a synced append does not grow the
+// file and fdatasync skips the filesystem journal commit of a new size:
+// one synced write took ~200 µs instead of ~300 µs on the development VM.
+//
 // An append may carry the entity's snapshot (store.SnapshotJournal): both go
 // into one batch and share its fsync, so a snapshot costs no commit of its
 // own. A snapshot older than the stored one is left out of the batch.
