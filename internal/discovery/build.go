@@ -121,9 +121,17 @@ func Build(spec *protocol.EntitySpec, opts BuildOptions) (*Model, error) {
 	}
 	slices.Sort(model.ServiceNames)
 	// An HTTP rule the proxy cannot serve fails discovery (BEHAVIOR.md DISC-4, HTTP-2).
-	if err := httpapi.Validate(model.FileProtos, model.ServiceNames); err != nil {
+	// Bindings compile in declaration order: of two identical ones, the
+	// last declared wins (HTTP-1).
+	declared := make([]string, 0, len(model.Services))
+	for _, entity := range spec.GetEntities() {
+		declared = append(declared, entity.GetServiceName())
+	}
+	api, err := httpapi.Compile(model.FileProtos, declared)
+	if err != nil {
 		return nil, invalidf("The HTTP API cannot be served: %v", err)
 	}
+	model.HTTP = api
 	return model, nil
 }
 

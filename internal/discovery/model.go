@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/cloudstate-go/cloudstate/internal/httpapi"
 	"github.com/cloudstate-go/cloudstate/protocol"
 )
 
@@ -34,6 +35,10 @@ type Model struct {
 	Services map[string]*Service
 	// ServiceNames lists the keys of Services in sorted order.
 	ServiceNames []string
+	// HTTP is the services' compiled google.api.http bindings, checked at
+	// discovery (HTTP-2) and kept so that ingress does not compile them
+	// again. Nil for a model not made by Build.
+	HTTP *httpapi.API
 }
 
 // Service is one discovered entity service.

@@ -51,16 +51,11 @@ type API struct {
 	rest restSurface
 }
 
-// Validate reports the first invalid google.api.http rule of the named
-// services, or a set of bindings the transcoder cannot serve. The error
-// names the method and reads as one sentence, fit for reportError.
-func Validate(files []*descriptorpb.FileDescriptorProto, services []string) error {
-	_, err := Compile(files, services)
-	return err
-}
-
 // Compile validates the rules of the named services (fully-qualified
-// names, in declaration order) and prepares their bindings. files must hold
+// names, in declaration order) and prepares their bindings. Its error names
+// the first invalid google.api.http rule, or a set of bindings the
+// transcoder cannot serve, with the method, in one sentence fit for
+// reportError. files must hold
 // every file the services need, imports included, in any order.
 func Compile(files []*descriptorpb.FileDescriptorProto, services []string) (*API, error) {
 	// The transcoder reads rules from the method options. Rules are taken

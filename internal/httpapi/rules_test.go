@@ -195,7 +195,7 @@ func TestIllegalRules(t *testing.T) {
 			if !strings.HasPrefix(err.Error(), prefix+tc.want) {
 				t.Fatalf("error\n got: %v\nwant: %s%s", err, prefix, tc.want)
 			}
-			if Validate(testFiles(tc.input, tc.output, tc.rule), []string{"test.S"}) == nil {
+			if _, err := Compile(testFiles(tc.input, tc.output, tc.rule), []string{"test.S"}); err == nil {
 				t.Fatal("Validate accepted what Compile rejected")
 			}
 		})

@@ -86,13 +86,6 @@ import (
 	"github.com/cloudstate-go/cloudstate/protocol"
 )
 
-// ValidateHTTPRules reports the first google.api.http rule of the model that
-// the proxy cannot serve (BEHAVIOR.md HTTP-2), naming the method and the
-// problem. Discovery runs the same check (internal/httpapi.Validate).
-func ValidateHTTPRules(m *discovery.Model) error {
-	return httpapi.Validate(m.FileProtos, m.ServiceNames)
-}
-
 // httpAPI is the HTTP side of one router: built when the router is set and
 // swapped atomically with it.
 type httpAPI struct {
@@ -110,15 +103,18 @@ type httpAPI struct {
 // last declared wins (HTTP-1).
 func newHTTPAPI(r *route.Router, maxMsg int, log *slog.Logger) *httpAPI {
 	model := r.Model()
-	names := make([]string, 0, len(model.Services))
-	for _, e := range model.Spec.GetEntities() {
-		if model.Services[e.GetServiceName()] != nil {
-			names = append(names, e.GetServiceName())
+	api := model.HTTP // compiled at discovery
+	if api == nil {
+		names := make([]string, 0, len(model.Services))
+		for _, e := range model.Spec.GetEntities() {
+			if model.Services[e.GetServiceName()] != nil {
+				names = append(names, e.GetServiceName())
+			}
 		}
-	}
-	api, err := httpapi.Compile(model.FileProtos, names)
-	if err != nil {
-		return &httpAPI{err: err}
+		var err error
+		if api, err = httpapi.Compile(model.FileProtos, names); err != nil {
+			return &httpAPI{err: err}
+		}
 	}
 	opts := httpapi.Options{
 		Handler:         &rpcHandler{router: r, maxMsg: maxMsg, log: log},
