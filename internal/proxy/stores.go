@@ -55,7 +55,15 @@ func openStores(ctx context.Context, spec string, log *slog.Logger) (stores, err
 			return stores{}, fmt.Errorf("--store %s: %w", s.Redacted(), err)
 		}
 		st = p
-		closeFn = p.Close
+		closeFn = func() {
+			p.Close()
+			// The group commit's batch sizes, as the Pebble store logs its
+			// writes per WAL sync.
+			ps := p.Stats()
+			log.Info("postgres store closed", "commits", ps.Commits, "writes", ps.Writes,
+				"writes_per_commit", fmt.Sprintf("%.1f", ps.AvgBatch), "max_batch", ps.MaxBatch,
+				"fallbacks", ps.Fallbacks, "failed_commits", ps.Failed)
+		}
 	}
 	log.Info("store opened", "store", s.Redacted())
 	return stores{journal: st, snapshots: st, values: st, close: closeFn}, nil
