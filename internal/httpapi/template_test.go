@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"strconv"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -167,6 +168,33 @@ func TestQueryFilter(t *testing.T) {
 		dropAll, drop := api.QueryFilter(tc.method, tc.path)
 		if dropAll != tc.dropAll || strings.Join(drop, " ") != tc.drop {
 			t.Errorf("QueryFilter(%s %s) = %v, %q; want %v, %q", tc.method, tc.path, dropAll, drop, tc.dropAll, tc.drop)
+		}
+	}
+}
+
+func TestQueryConflict(t *testing.T) {
+	api, err := Compile(testFiles(".test.Msg", ".test.Msg", get("/things/{name}")), []string{"test.S"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path, query string
+		want                QueryParamConflict // zero: no conflict
+	}{
+		{"GET", "/things/a", "illegal_repeated=x&illegalRepeated=y",
+			QueryParamConflict{First: "illegalRepeated", Second: "illegal_repeated", Field: "illegal_repeated"}},
+		{"GET", "/things/a", "inner.deeper.id=x&inner.deeper.id=y", QueryParamConflict{}}, // one spelling, repeated
+		{"GET", "/things/a", "illegal_repeated=x&count=1&inner.id=i", QueryParamConflict{}},
+		{"GET", "/things/a", "colour=red&Colour=blue", QueryParamConflict{}}, // unknown: the transcoder reports it
+		{"POST", "/things/a", "illegal_repeated=x&illegalRepeated=y", QueryParamConflict{}}, // no binding for POST
+	} {
+		q, err := url.ParseQuery(tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := api.QueryConflict(tc.method, tc.path, q)
+		if ok != (tc.want != QueryParamConflict{}) || got != tc.want {
+			t.Errorf("QueryConflict(%s %s?%s) = %+v, %v; want %+v", tc.method, tc.path, tc.query, got, ok, tc.want)
 		}
 	}
 }
