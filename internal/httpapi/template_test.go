@@ -1,8 +1,8 @@
 package httpapi
 
 import (
-	"strconv"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -185,7 +185,7 @@ func TestQueryConflict(t *testing.T) {
 			QueryParamConflict{First: "illegalRepeated", Second: "illegal_repeated", Field: "illegal_repeated"}},
 		{"GET", "/things/a", "inner.deeper.id=x&inner.deeper.id=y", QueryParamConflict{}}, // one spelling, repeated
 		{"GET", "/things/a", "illegal_repeated=x&count=1&inner.id=i", QueryParamConflict{}},
-		{"GET", "/things/a", "colour=red&Colour=blue", QueryParamConflict{}}, // unknown: the transcoder reports it
+		{"GET", "/things/a", "colour=red&Colour=blue", QueryParamConflict{}},                // unknown: the transcoder reports it
 		{"POST", "/things/a", "illegal_repeated=x&illegalRepeated=y", QueryParamConflict{}}, // no binding for POST
 	} {
 		q, err := url.ParseQuery(tc.query)
