@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	apb "github.com/cloudstate-go/cloudstate/samples/cartactions/cartactionspb"
 	"github.com/cloudstate-go/cloudstate/test/e2e/testfunction2/e2e2pb"
 )
@@ -255,7 +256,7 @@ func TestActionCancelReachesFunction(t *testing.T) {
 	}
 	cancel()
 	var seen *e2e2pb.ObservedReply
-	eventually(t, 5*time.Second, func() error {
+	testproc.Eventually(t, 5*time.Second, func() error {
 		o, err := actions.Observed(callCtx(t), &e2e2pb.ObservedRequest{Id: "c1"})
 		if err != nil {
 			return err
@@ -272,8 +273,8 @@ func TestActionCancelReachesFunction(t *testing.T) {
 	if seen.GetSent() < 2 {
 		t.Errorf("the handler sent %d ticks, want at least the 2 received", seen.GetSent())
 	}
-	eventually(t, 5*time.Second, func() error {
-		if logs := s.fn.logs.String(); !strings.Contains(logs, "Ticks call cancelled") && !strings.Contains(logs, "Ticks send failed") {
+	testproc.Eventually(t, 5*time.Second, func() error {
+		if logs := s.fn.Output(); !strings.Contains(logs, "Ticks call cancelled") && !strings.Contains(logs, "Ticks send failed") {
 			return fmt.Errorf("the function did not log the end of the cancelled call")
 		}
 		return nil

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 )
 
@@ -137,7 +138,7 @@ func TestCartPassivationAndSnapshots(t *testing.T) {
 	// timeout, so it is served by a new activation (TestProxyPassivationTimeout
 	// shows the same flag passivating a Counter). Two such reads must agree.
 	reads := 0
-	eventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
+	testproc.EventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
 		reads++
 		wantCart(t, cart.get("carol"), wantItems...)
 		if reads < 2 {
@@ -147,11 +148,11 @@ func TestCartPassivationAndSnapshots(t *testing.T) {
 	})
 
 	// A new function process knows nothing: the state comes from the store.
-	if !s.fn.stop(10 * time.Second) {
+	if !s.fn.Stop(10 * time.Second) {
 		t.Fatal("shopping cart did not stop on SIGTERM")
 	}
 	s.fn = startFunction(t, bins.shoppingcart, s.fnPort)
-	eventually(t, 10*time.Second, func() error {
+	testproc.Eventually(t, 10*time.Second, func() error {
 		got, err := cart.c.GetCart(callCtx(t), &pb.GetShoppingCart{UserId: "carol"})
 		if err != nil {
 			return err

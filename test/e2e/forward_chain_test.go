@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	"github.com/cloudstate-go/cloudstate/test/e2e/testfunction2/e2e2pb"
 )
 
@@ -125,7 +126,7 @@ func TestSideEffectsAcrossTypes(t *testing.T) {
 		if d := time.Since(start); d >= delay*2/3 {
 			t.Errorf("the reply took %v: it waited for the asynchronous side effect (%v)", d, delay)
 		}
-		eventually(t, 10*time.Second, func() error {
+		testproc.Eventually(t, 10*time.Second, func() error {
 			if gt, gl := totals(t, tally, ledger, "aa", "aa"); gt != 6 || gl != 6 {
 				return fmt.Errorf("tally %d, ledger %d; want 6 and 6", gt, gl)
 			}
@@ -146,7 +147,7 @@ func TestSideEffectsAcrossTypes(t *testing.T) {
 		if _, err := tally.Effect(callCtx(t), &e2e2pb.TallyEffect{Id: "vs", LedgerId: "va", Amount: 5}); err != nil {
 			t.Fatalf("Tally.Effect asynchronous: %v", err)
 		}
-		eventually(t, 5*time.Second, func() error {
+		testproc.Eventually(t, 5*time.Second, func() error {
 			if gt, gl := totals(t, tally, ledger, "vs", "va"); gt != 9 || gl != 5 {
 				return fmt.Errorf("tally %d, ledger %d; want 9 and 5", gt, gl)
 			}
@@ -162,7 +163,7 @@ func TestSideEffectsAcrossTypes(t *testing.T) {
 		if _, err := ledger.Effect(callCtx(t), &e2e2pb.LedgerEffect{Id: "es", TallyId: "ea", Amount: 3}); err != nil {
 			t.Fatalf("Ledger.Effect asynchronous: %v", err)
 		}
-		eventually(t, 5*time.Second, func() error {
+		testproc.Eventually(t, 5*time.Second, func() error {
 			if gt, gl := totals(t, tally, ledger, "ea", "es"); gt != 3 || gl != 11 {
 				return fmt.Errorf("tally %d, ledger %d; want 3 and 11", gt, gl)
 			}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	"github.com/cloudstate-go/cloudstate/test/e2e/testfunction/e2epb"
 )
 
@@ -55,7 +56,7 @@ func TestConfiguredPassivation(t *testing.T) {
 	}
 	counterAdd(t, counter, "k1", 1)
 	start := time.Now()
-	eventuallyEvery(t, 2*time.Second, 150*time.Millisecond, func() error {
+	testproc.EventuallyEvery(t, 2*time.Second, 150*time.Millisecond, func() error {
 		if v := touch(); v.GetActivations() < 2 {
 			return fmt.Errorf("Touch still served by activation %d", v.GetActivations())
 		}
@@ -83,7 +84,7 @@ func TestProxyPassivationTimeout(t *testing.T) {
 			t.Fatalf("Add %d: %v, want total %d on activation 1", i+1, v, total)
 		}
 	}
-	eventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
+	testproc.EventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
 		v := counterValue(t, counter, "k")
 		if v.GetTotal() != total {
 			t.Fatalf("total after passivation = %d, want %d", v.GetTotal(), total)
@@ -139,7 +140,7 @@ func TestForwardAndSideEffects(t *testing.T) {
 	if v.GetTotal() != 0 {
 		t.Errorf("EffectAdd replied total %d, want 0", v.GetTotal())
 	}
-	eventually(t, 5*time.Second, func() error {
+	testproc.Eventually(t, 5*time.Second, func() error {
 		if got := counterValue(t, counter, "async").GetTotal(); got != 4 {
 			return fmt.Errorf("Counter async = %d, want 4", got)
 		}
@@ -150,8 +151,8 @@ func TestForwardAndSideEffects(t *testing.T) {
 	// function is told about its mistake with reportError.
 	_, err = relay.ForwardUnknown(callCtx(t), &e2epb.ForwardUnknown{Id: "r3"})
 	wantStatus(t, err, codes.Internal, "")
-	eventually(t, 5*time.Second, func() error {
-		if !strings.Contains(s.fn.logs.String(), "Service [cloudstate.e2e.Unregistered] unknown") {
+	testproc.Eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(s.fn.Output(), "Service [cloudstate.e2e.Unregistered] unknown") {
 			return fmt.Errorf("the function's log does not show the reportError about Unregistered")
 		}
 		return nil

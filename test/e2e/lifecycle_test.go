@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 	"github.com/cloudstate-go/cloudstate/test/e2e/testfunction/e2epb"
 )
@@ -42,11 +43,11 @@ func wantHTTP(t *testing.T, p *proxy, path string, code int) {
 // function is up, it becomes ready and serves.
 func TestReadinessBeforeDiscovery(t *testing.T) {
 	t.Parallel()
-	fnPort := freePort(t)
+	fnPort := testproc.FreePort(t)
 	p := startProxy(t, fnPort)
-	eventually(t, 10*time.Second, func() error {
-		if p.exited() {
-			t.Fatalf("proxy exited: %v", p.err)
+	testproc.Eventually(t, 10*time.Second, func() error {
+		if p.Exited() {
+			t.Fatalf("proxy exited: %v", p.Wait())
 		}
 		_, err := p.httpStatus("/live")
 		return err
@@ -78,7 +79,7 @@ func TestFunctionRestart(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, bins.shoppingcart)
 	cart := newCartClient(t, s.conn)
-	pid := s.proxy.pid()
+	pid := s.proxy.Pid()
 
 	const carts = 5
 	for i := range carts {
@@ -87,8 +88,8 @@ func TestFunctionRestart(t *testing.T) {
 		}
 	}
 
-	s.fn.kill()
-	eventually(t, 10*time.Second, func() error {
+	s.fn.Kill()
+	testproc.Eventually(t, 10*time.Second, func() error {
 		code, err := s.proxy.httpStatus("/ready")
 		if err != nil {
 			return err
@@ -121,8 +122,8 @@ func TestFunctionRestart(t *testing.T) {
 
 	s.fn = startFunction(t, bins.shoppingcart, s.fnPort)
 	s.proxy.waitReady(t)
-	if s.proxy.exited() || s.proxy.pid() != pid {
-		t.Fatalf("the proxy restarted (pid %d, exited %v); it must recover on its own", s.proxy.pid(), s.proxy.exited())
+	if s.proxy.Exited() || s.proxy.Pid() != pid {
+		t.Fatalf("the proxy restarted (pid %d, exited %v); it must recover on its own", s.proxy.Pid(), s.proxy.Exited())
 	}
 	for i := range carts {
 		var want []*pb.LineItem
@@ -224,7 +225,7 @@ func TestShutdownWithCallsInFlight(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 10*time.Second, func() error {
+	testproc.Eventually(t, 10*time.Second, func() error {
 		if ok.Load() < 100 {
 			return fmt.Errorf("only %d calls done", ok.Load())
 		}
@@ -356,7 +357,7 @@ func TestDevCommand(t *testing.T) {
 // it and the function it started are gone.
 func runDev(t *testing.T, store string, use func(cartClient)) {
 	t.Helper()
-	httpPort, fnPort := freePort(t), freePort(t)
+	httpPort, fnPort := testproc.FreePort(t), testproc.FreePort(t)
 	dev := startProcess(t, "cloudstate dev", repoRoot, nil, bins.cloudstate, "dev",
 		"--http-host", "127.0.0.1",
 		"--http-port", strconv.Itoa(httpPort),
@@ -366,32 +367,20 @@ func runDev(t *testing.T, store string, use func(cartClient)) {
 		"--graceful-termination-timeout", proxyShutdownTimeout.String(),
 		"--store", store,
 		"./samples/shoppingcart")
-	p := &proxy{process: dev, httpPort: httpPort, addr: "127.0.0.1:" + strconv.Itoa(httpPort)}
+	p := &proxy{Process: dev, httpPort: httpPort, addr: "127.0.0.1:" + strconv.Itoa(httpPort)}
 	// dev builds the sample first, which can take a while on a cold cache.
-	eventually(t, 60*time.Second, func() error {
-		if dev.exited() {
-			t.Fatalf("cloudstate dev exited: %v", dev.err)
-		}
-		code, err := p.httpStatus("/ready")
-		if err != nil {
-			return err
-		}
-		if code != http.StatusOK {
-			return fmt.Errorf("/ready = %d", code)
-		}
-		return nil
-	})
+	testproc.WaitOK(t, dev, "http://"+p.addr+"/ready", 60*time.Second, 2*time.Second)
 	use(newCartClient(t, p.dial(t)))
 
-	m := devChildPID.FindStringSubmatch(dev.logs.String())
+	m := devChildPID.FindStringSubmatch(dev.Output())
 	if m == nil {
 		t.Fatal("cloudstate dev did not log the pid of the function it started")
 	}
 	child, _ := strconv.Atoi(m[1])
-	if !dev.stop(proxyShutdownTimeout + 10*time.Second) {
+	if !dev.Stop(proxyShutdownTimeout + 10*time.Second) {
 		t.Fatal("cloudstate dev did not exit on SIGTERM")
 	}
-	if code := dev.exitCode(); code != 0 {
+	if code := dev.ExitCode(); code != 0 {
 		t.Errorf("cloudstate dev exited with status %d after SIGTERM, want 0", code)
 	}
 	// The function it started must be gone too (dev reaps it before exiting).
@@ -407,7 +396,7 @@ func runDev(t *testing.T, store string, use func(cartClient)) {
 func TestProxyExitsZeroOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	requireBinaries(t)
-	fnPort := freePort(t)
+	fnPort := testproc.FreePort(t)
 	startFunction(t, bins.testfunction, fnPort)
 	const rounds, concurrent = 8, 3
 	for round := range rounds {

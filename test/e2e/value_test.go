@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	"github.com/cloudstate-go/cloudstate/protocol"
 	vpb "github.com/cloudstate-go/cloudstate/samples/valuecart/valuecartpb"
 	"github.com/cloudstate-go/cloudstate/test/e2e/testfunction2/e2e2pb"
@@ -49,21 +49,15 @@ func requireExtraBinaries(t *testing.T) {
 	t.Helper()
 	requireBinaries(t)
 	extraBins.once.Do(func() {
-		dir := filepath.Dir(bins.cloudstate)
-		args := []string{"build", "-o", dir + string(filepath.Separator)}
-		if raceEnabled() {
-			args = append(args, "-race")
-		}
-		args = append(args, "./samples/valuecart", "./samples/cartactions", "./test/e2e/testfunction2")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = repoRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			extraBins.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		built, err := testproc.Build(repoRoot, filepath.Dir(bins.cloudstate), buildFlags(),
+			"./samples/valuecart", "./samples/cartactions", "./test/e2e/testfunction2")
+		if err != nil {
+			extraBins.err = err
 			return
 		}
-		extraBins.valuecart = filepath.Join(dir, "valuecart")
-		extraBins.cartactions = filepath.Join(dir, "cartactions")
-		extraBins.testfunction2 = filepath.Join(dir, "testfunction2")
+		extraBins.valuecart = built["valuecart"]
+		extraBins.cartactions = built["cartactions"]
+		extraBins.testfunction2 = built["testfunction2"]
 	})
 	if extraBins.err != nil {
 		t.Fatalf("build the value-entity and action test binaries: %v", extraBins.err)
@@ -207,7 +201,7 @@ func TestValueCartPassivation(t *testing.T) {
 	cart.add("erin", "y", 2)
 
 	reads := 0
-	eventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
+	testproc.EventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
 		reads++
 		wantValueCart(t, cart.get("carol"), wantItems...)
 		if reads < 2 {
@@ -217,11 +211,11 @@ func TestValueCartPassivation(t *testing.T) {
 	})
 	wantValueCart(t, cart.get("dave"))
 
-	if !s.fn.stop(10 * time.Second) {
+	if !s.fn.Stop(10 * time.Second) {
 		t.Fatal("value cart did not stop on SIGTERM")
 	}
 	s.fn = startFunction(t, valueCartBin(), s.fnPort)
-	eventually(t, 10*time.Second, func() error {
+	testproc.Eventually(t, 10*time.Second, func() error {
 		got, err := cart.c.GetCart(callCtx(t), &vpb.GetShoppingCart{UserId: "carol"})
 		if err != nil {
 			return err
@@ -258,7 +252,7 @@ func TestValuePassivationSeen(t *testing.T) {
 			t.Fatalf("Add %d = %v, want total %d as command %d of one activation", i+1, v, total, i+1)
 		}
 	}
-	eventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
+	testproc.EventuallyEvery(t, 5*time.Second, passivation+100*time.Millisecond, func() error {
 		v, err := tally.Get(callCtx(t), &e2e2pb.TallyGet{Id: "t"})
 		if err != nil {
 			t.Fatalf("Tally.Get: %v", err)
@@ -380,8 +374,8 @@ func TestValueCartBadPayloadLogged(t *testing.T) {
 	var out []byte
 	err := s.conn.Invoke(callCtx(t), method, &in, &out, grpc.ForceCodec(rawCodec{}))
 	wantStatus(t, err, codes.InvalidArgument, "")
-	eventually(t, 3*time.Second, func() error {
-		if !strings.Contains(s.proxy.logs.String(), method) {
+	testproc.Eventually(t, 3*time.Second, func() error {
+		if !strings.Contains(s.proxy.Output(), method) {
 			return fmt.Errorf("the proxy's log (debug level) has no line naming %s after it rejected a malformed request", method)
 		}
 		return nil
@@ -423,7 +417,7 @@ func (d *rawDiscovery) ReportError(_ context.Context, e *protocol.UserFunctionEr
 // wantReport waits until the proxy has reported an error containing text.
 func (d *rawDiscovery) wantReport(t *testing.T, text string) {
 	t.Helper()
-	eventually(t, 5*time.Second, func() error {
+	testproc.Eventually(t, 5*time.Second, func() error {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		for _, r := range d.reported {
@@ -626,8 +620,8 @@ func TestValueEntityMisbehavingFunction(t *testing.T) {
 	cart := newValueCart(t, conn)
 	logged := func(t *testing.T, text string) {
 		t.Helper()
-		eventually(t, 5*time.Second, func() error {
-			if !strings.Contains(p.logs.String(), text) {
+		testproc.Eventually(t, 5*time.Second, func() error {
+			if !strings.Contains(p.Output(), text) {
 				return fmt.Errorf("the proxy's log has no line containing %q", text)
 			}
 			return nil
@@ -740,8 +734,8 @@ func TestValueEntityFunctionHangs(t *testing.T) {
 	if got["apple"] != 1 || got[rawHang] != 0 {
 		t.Errorf("cart after the hang = %v; want apple 1 and no %s", got, rawHang)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if !strings.Contains(p.logs.String(), "did not answer a command within the relay timeout") {
+	testproc.Eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(p.Output(), "did not answer a command within the relay timeout") {
 			return fmt.Errorf("the proxy's log does not mention the relay timeout")
 		}
 		return nil
