@@ -6,7 +6,6 @@ import (
 	"image"
 	"image/png"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 )
 
 // requireTool returns the path of a program the test needs. A missing one
@@ -38,24 +39,10 @@ func requireTool(t *testing.T, names ...string) string {
 // proxyAddr and waits until it serves the page; it returns the page's URL.
 func startGatewayProcess(t *testing.T, proxyAddr string) string {
 	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testproc.FreePort(t)))
 	gw := startProcess(t, "gateway "+addr, nil, bins.gateway, "--listen", addr, "--proxy", proxyAddr)
 	base := "http://" + addr
-	c := http.Client{Timeout: 2 * time.Second}
-	eventually(t, 15*time.Second, func() error {
-		if gw.exited() {
-			return fmt.Errorf("the gateway exited: %v", gw.err)
-		}
-		resp, err := c.Get(base + "/")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /: %s", resp.Status)
-		}
-		return nil
-	})
+	testproc.WaitOK(t, gw, base+"/", 15*time.Second, 2*time.Second)
 	return base
 }
 
@@ -111,7 +98,7 @@ func TestBrowserPresence(t *testing.T) {
 	// The first problem may be the proxy ending the calls as it stops; the
 	// gateway retries every second, and then finds nothing listening.
 	var problem string
-	eventually(t, 15*time.Second, func() error {
+	testproc.Eventually(t, 15*time.Second, func() error {
 		if err := tabB.eval(`document.getElementById("problem").hidden ? "hidden" : document.getElementById("problem").textContent`, &problem); err != nil {
 			return err
 		}

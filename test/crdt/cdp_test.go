@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 )
 
 // A minimal Chrome DevTools Protocol client over --remote-debugging-pipe:
@@ -26,7 +28,7 @@ import (
 // browser is a headless Chromium driven over the pipe.
 type browser struct {
 	cmd    *exec.Cmd
-	logs   *logBuffer
+	logs   *testproc.LogBuffer
 	toCr   *os.File // our end of fd 3
 	done   chan struct{}
 	reader chan struct{} // closed when the reading goroutine ends
@@ -62,7 +64,7 @@ func startBrowser(t *testing.T, chromium string) *browser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &browser{logs: &logBuffer{}, toCr: toCr, done: make(chan struct{}), reader: make(chan struct{}),
+	b := &browser{logs: &testproc.LogBuffer{}, toCr: toCr, done: make(chan struct{}), reader: make(chan struct{}),
 		pending: make(map[int64]chan cdpAnswer)}
 	b.cmd = exec.Command(chromium,
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -310,7 +312,7 @@ func (p *page) click(selector string) {
 // gives want.
 func (p *page) waitFor(what, expr, want string) {
 	p.t.Helper()
-	eventually(p.t, 15*time.Second, func() error {
+	testproc.Eventually(p.t, 15*time.Second, func() error {
 		var got string
 		if err := p.eval(expr, &got); err != nil {
 			return err

@@ -39,8 +39,8 @@ func BenchmarkMonitorFanout(b *testing.B) {
 	const conns = 10
 	const user = "hub"
 	s := startStack(b, bins.presence, "--log-level", "warn")
-	idleKB := rssKB(b, s.proxy.pid())
-	fnIdleKB := rssKB(b, s.fn.pid())
+	idleKB := rssKB(b, s.proxy.Pid())
+	fnIdleKB := rssKB(b, s.fn.Pid())
 
 	clients := make([]presencepb.PresenceClient, conns)
 	for i := range clients {
@@ -98,8 +98,8 @@ func BenchmarkMonitorFanout(b *testing.B) {
 		return lat
 	}
 	collect(false, time.Time{}, nil) // every subscriber's first status
-	loadedKB := rssKB(b, s.proxy.pid())
-	fnLoadedKB := rssKB(b, s.fn.pid())
+	loadedKB := rssKB(b, s.proxy.Pid())
+	fnLoadedKB := rssKB(b, s.fn.Pid())
 
 	updater := presencepb.NewPresenceClient(s.conn)
 	lat := make([]time.Duration, 0, b.N*subs)
@@ -133,7 +133,7 @@ func BenchmarkMonitorFanout(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	peakKB := rssKB(b, s.proxy.pid())
+	peakKB := rssKB(b, s.proxy.Pid())
 	if disconnect != nil {
 		disconnect()
 	}

@@ -10,19 +10,14 @@
 package crdte2e
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -32,6 +27,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 )
 
 // bins are the paths of the binaries TestMain built; empty under -short.
@@ -42,8 +39,6 @@ var bins struct {
 // repoRoot is the root of the repository (where the root go.mod is).
 var repoRoot string
 
-const rootModule = "github.com/cloudstate-go/cloudstate"
-
 func TestMain(m *testing.M) {
 	flag.Parse()
 	os.Exit(runMain(m))
@@ -53,7 +48,7 @@ func runMain(m *testing.M) int {
 	if testing.Short() {
 		return m.Run()
 	}
-	root, err := findRepoRoot()
+	root, err := testproc.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test/crdt:", err)
 		return 1
@@ -65,43 +60,22 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	var flags []string
 	if raceEnabled() {
-		args = append(args, "-race")
+		flags = append(flags, "-race")
 	}
-	args = append(args, "./cmd/cloudstate", "./samples/presence", "./samples/likes",
+	built, err := testproc.Build(repoRoot, dir, flags, "./cmd/cloudstate", "./samples/presence", "./samples/likes",
 		"./samples/presence/gateway", "./test/crdt/testfunction")
-	cmd := exec.Command("go", args...)
-	cmd.Dir = repoRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "test/crdt: go %s: %v\n%s", strings.Join(args, " "), err, out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/crdt:", err)
 		return 1
 	}
-	bins.cloudstate = filepath.Join(dir, "cloudstate")
-	bins.presence = filepath.Join(dir, "presence")
-	bins.likes = filepath.Join(dir, "likes")
-	bins.gateway = filepath.Join(dir, "gateway")
-	bins.testfunction = filepath.Join(dir, "testfunction")
+	bins.cloudstate = built["cloudstate"]
+	bins.presence = built["presence"]
+	bins.likes = built["likes"]
+	bins.gateway = built["gateway"]
+	bins.testfunction = built["testfunction"]
 	return m.Run()
-}
-
-// findRepoRoot walks up from the working directory to the root module.
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.HasPrefix(string(b), "module "+rootModule+"\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of module " + rootModule + " above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func raceEnabled() bool { return os.Getenv("CLOUDSTATE_E2E_RACE") == "1" }
@@ -113,135 +87,18 @@ func requireBinaries(t testing.TB) {
 	}
 }
 
-// eventually polls cond every 10ms until it returns nil, and fails the test
-// with cond's last error when timeout passes first.
-func eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	eventuallyEvery(t, timeout, 10*time.Millisecond, cond)
-}
-
-// eventuallyEvery is eventually with a chosen interval between polls. A
-// test waiting for an entity to passivate polls less often than the
-// passivation timeout, because every poll is a command that keeps it alive.
-func eventuallyEvery(t testing.TB, timeout, interval time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
-
-// freePort returns a TCP port on loopback that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// logBuffer collects a process's output; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is a child process started by a test.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	logs *logBuffer
-	done chan struct{} // closed once the process has exited and been reaped
-	err  error         // cmd.Wait's result; read only after done is closed
-}
-
 // startProcess starts bin with args and extra environment entries from the
-// repository root. Its output is shown when the test fails. At cleanup it
-// gets SIGTERM, then SIGKILL if it has not exited after 10s.
-func startProcess(t testing.TB, name string, env []string, bin string, args ...string) *process {
+// repository root. Its output is shown when the test fails, and a race
+// report in it fails the test. At cleanup it gets SIGTERM, then SIGKILL if
+// it has not exited after 10s.
+func startProcess(t testing.TB, name string, env []string, bin string, args ...string) *testproc.Process {
 	t.Helper()
 	requireBinaries(t)
-	p := &process{name: name, logs: &logBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = repoRoot
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout = p.logs
-	p.cmd.Stderr = p.logs
-	p.cmd.WaitDelay = 2 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			p.stop(10 * time.Second)
-		}
-		if strings.Contains(p.logs.String(), "WARNING: DATA RACE") {
-			t.Errorf("%s reported a data race", name)
-		}
-		if t.Failed() {
-			t.Logf("--- output of %s (pid %d) ---\n%s", name, p.cmd.Process.Pid, p.logs.String())
-		}
-	})
-	return p
-}
-
-func (p *process) pid() int { return p.cmd.Process.Pid }
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits up to grace for the process to exit; then it
-// sends SIGKILL. It reports whether SIGTERM alone was enough.
-func (p *process) stop(grace time.Duration) (graceful bool) {
-	if p.exited() {
-		return true
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return true
-	case <-timer.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return false
-	}
+	return testproc.Start(t, testproc.Spec{Name: name, Path: bin, Args: args, Dir: repoRoot, Env: env, FailOnRace: true})
 }
 
 // startFunction starts a user function binary listening on 127.0.0.1:port.
-func startFunction(t testing.TB, bin string, port int) *process {
+func startFunction(t testing.TB, bin string, port int) *testproc.Process {
 	t.Helper()
 	return startProcess(t, filepath.Base(bin)+" :"+strconv.Itoa(port),
 		[]string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(port)}, bin)
@@ -253,7 +110,7 @@ const proxyShutdownTimeout = 3 * time.Second
 
 // proxy is a running cloudstate proxy process.
 type proxy struct {
-	*process
+	*testproc.Process
 	// addr is the proxy's public address, 127.0.0.1:port.
 	addr    string
 	checked atomic.Bool
@@ -265,7 +122,7 @@ type proxy struct {
 func startProxy(t testing.TB, fnPort int, extra ...string) *proxy {
 	t.Helper()
 	requireBinaries(t)
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	args := []string{"proxy",
 		"--http-host", "127.0.0.1",
 		"--http-port", strconv.Itoa(port),
@@ -278,7 +135,7 @@ func startProxy(t testing.TB, fnPort int, extra ...string) *proxy {
 	}
 	args = append(args, extra...)
 	proc := startProcess(t, "cloudstate proxy :"+strconv.Itoa(port), nil, bins.cloudstate, args...)
-	p := &proxy{process: proc, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	p := &proxy{Process: proc, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	// Registered after startProcess's cleanup, so it runs before it.
 	t.Cleanup(func() { p.stopAndCheck(t) })
 	return p
@@ -294,25 +151,25 @@ func (p *proxy) stopAndCheck(t testing.TB) time.Duration {
 	}
 	grace := proxyShutdownTimeout + 5*time.Second
 	start := time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-timer.C:
 	}
-	if !p.exited() {
+	if !p.Exited() {
 		// SIGQUIT makes the Go runtime print every goroutine's stack to
 		// the output shown below, then exit.
-		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		p.Signal(syscall.SIGQUIT)
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(5 * time.Second):
-			p.stop(0)
+			p.Stop(0)
 		}
-		t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; its goroutines are in its output", p.pid(), grace)
-	} else if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("proxy (pid %d) exited with status %d after SIGTERM, want 0", p.pid(), code)
+		t.Errorf("proxy (pid %d) did not exit within %v of SIGTERM; its goroutines are in its output", p.Pid(), grace)
+	} else if code := p.ExitCode(); code != 0 {
+		t.Errorf("proxy (pid %d) exited with status %d after SIGTERM, want 0", p.Pid(), code)
 	}
 	return time.Since(start)
 }
@@ -320,21 +177,7 @@ func (p *proxy) stopAndCheck(t testing.TB) time.Duration {
 // waitReady polls /ready until it answers 200.
 func (p *proxy) waitReady(t testing.TB) {
 	t.Helper()
-	c := http.Client{Timeout: 2 * time.Second}
-	eventually(t, 20*time.Second, func() error {
-		if p.exited() {
-			return fmt.Errorf("proxy exited: %v", p.err)
-		}
-		resp, err := c.Get("http://" + p.addr + "/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/ready answered %d", resp.StatusCode)
-		}
-		return nil
-	})
+	testproc.WaitOK(t, p.Process, "http://"+p.addr+"/ready", 20*time.Second, 2*time.Second)
 }
 
 // dial returns a gRPC client connection to addr, closed at cleanup.
@@ -350,7 +193,7 @@ func dial(t testing.TB, addr string) *grpc.ClientConn {
 
 // stack is a user function with a ready proxy in front of it.
 type stack struct {
-	fn    *process
+	fn    *testproc.Process
 	proxy *proxy
 	conn  *grpc.ClientConn
 }
@@ -360,7 +203,7 @@ type stack struct {
 func startStack(t testing.TB, bin string, extra ...string) *stack {
 	t.Helper()
 	requireBinaries(t)
-	fnPort := freePort(t)
+	fnPort := testproc.FreePort(t)
 	s := &stack{fn: startFunction(t, bin, fnPort)}
 	s.proxy = startProxy(t, fnPort, extra...)
 	s.proxy.waitReady(t)

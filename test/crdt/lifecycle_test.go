@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	pb "github.com/cloudstate-go/cloudstate/test/crdt/testfunction/crdttestpb"
 )
 
@@ -23,7 +24,7 @@ const passivation = 200 * time.Millisecond
 func awaitPassivation(t *testing.T, client pb.CrdtTypesClient, id string) *pb.State {
 	t.Helper()
 	var got *pb.State
-	eventuallyEvery(t, 10*time.Second, 3*passivation, func() error {
+	testproc.EventuallyEvery(t, 10*time.Second, 3*passivation, func() error {
 		st, err := client.Get(callCtx(t), &pb.Key{Id: id})
 		if err != nil {
 			return err
