@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloudstate-go/cloudstate/internal/storecli"
 	"github.com/cloudstate-go/cloudstate/internal/testenv"
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 	"github.com/cloudstate-go/cloudstate/store/pebble"
 	"github.com/cloudstate-go/cloudstate/store/postgres"
@@ -52,11 +53,11 @@ func dialN(t *testing.T, addr string, n int) []*grpc.ClientConn {
 func killProxyUnderLoad(t *testing.T, spec string) (*load, map[string]*pb.Cart) {
 	t.Helper()
 	_, fnPort := startFunction(t)
-	httpPort := freePort(t)
+	httpPort := testproc.FreePort(t)
 	first := startProxy(t, fnPort, httpPort, spec)
 	first.waitReady(t, 20*time.Second)
 	if strings.HasPrefix(spec, "pebble:") {
-		checkCLIRefusesLiveDir(t, strings.TrimPrefix(spec, "pebble:"), first.pid())
+		checkCLIRefusesLiveDir(t, strings.TrimPrefix(spec, "pebble:"), first.Pid())
 	}
 
 	conns := dialN(t, first.addr, 4)
@@ -64,9 +65,9 @@ func killProxyUnderLoad(t *testing.T, spec string) (*load, map[string]*pb.Cart) 
 	l := startLoad(t, conns, crashClients, crashCarts)
 	l.waitAcked(t, ackedBefore, 60*time.Second)
 	l.setPhase("proxy down")
-	first.kill()
+	first.Kill()
 	atKill := l.acked.Load()
-	t.Logf("proxy (pid %d) killed after %d acknowledged writes", first.pid(), atKill)
+	t.Logf("proxy (pid %d) killed after %d acknowledged writes", first.Pid(), atKill)
 
 	second := startProxy(t, fnPort, httpPort, spec)
 	second.waitReady(t, 20*time.Second)
@@ -123,7 +124,7 @@ func TestProxyKilledPebble(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if len(lines) == 0 || !strings.HasPrefix(lines[0], `{"seq":1,"type_url":"type.googleapis.com/com.example.shoppingcart.domain.ItemAdded"`) {
-		t.Errorf("cloudstate store events printed %q", tail(stdout.String(), 3))
+		t.Errorf("cloudstate store events printed %q", testproc.Tail(stdout.String(), 3))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cloudstate-go/cloudstate/internal/testenv"
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 )
 
@@ -126,7 +127,7 @@ func TestMigrationsTwoProxiesAtOnce(t *testing.T) {
 
 	// Starting a process takes a millisecond or so, far less than a proxy
 	// needs to get to its store, so the two race for the migration.
-	ports := []int{freePort(t), freePort(t)}
+	ports := []int{testproc.FreePort(t), testproc.FreePort(t)}
 	proxies := []*proxy{startProxy(t, fnPort, ports[0], dsn), startProxy(t, fnPort, ports[1], dsn)}
 	for i, p := range proxies {
 		p.waitReady(t, 30*time.Second)

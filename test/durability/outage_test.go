@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	"github.com/cloudstate-go/cloudstate/store/postgres"
 )
 
@@ -34,7 +35,7 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 	// Keep the database down until calls have failed: the writes in flight
 	// at the crash fail at once; calls that come later fail once the
 	// store has given up reconnecting (its retry window is 5 s).
-	eventually(t, 30*time.Second, func() error {
+	testproc.Eventually(t, 30*time.Second, func() error {
 		if n := l.failed.Load() - failedBefore; n < 2*crashClients {
 			return fmt.Errorf("%d calls failed since the database went down, want %d", n, 2*crashClients)
 		}
@@ -44,8 +45,8 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 	l.setPhase("database back")
 	atRestart := l.acked.Load()
 	l.waitAcked(t, atRestart+after, 60*time.Second)
-	if p.exited() {
-		t.Fatalf("the proxy exited during the outage: %v", p.err)
+	if p.Exited() {
+		t.Fatalf("the proxy exited during the outage: %v", p.Wait())
 	}
 	l.stop()
 

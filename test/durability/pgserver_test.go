@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 )
 
 // pgServer is a private PostgreSQL server that a test starts with initdb
@@ -31,7 +33,7 @@ type pgServer struct {
 // when the binaries are missing or cannot run.
 func startPrivatePostgres(t *testing.T) *pgServer {
 	t.Helper()
-	s := &pgServer{port: freePort(t)}
+	s := &pgServer{port: testproc.FreePort(t)}
 	var err error
 	if s.binDir, err = findPostgresBinaries(); err != nil {
 		unavailable(t, "%v", err)
@@ -126,9 +128,9 @@ func (s *pgServer) start(t *testing.T) {
 	defer cancel()
 	if out, err := s.command(ctx, "pg_ctl", "-D", s.data(), "-o", opts, "-l", filepath.Join(s.dir, "server.log"), "-w", "start").CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "server.log"))
-		t.Fatalf("pg_ctl start: %v\n%s\nserver log:\n%s", err, out, tail(string(log), 30))
+		t.Fatalf("pg_ctl start: %v\n%s\nserver log:\n%s", err, out, testproc.Tail(string(log), 30))
 	}
-	eventually(t, 30*time.Second, s.ping)
+	testproc.Eventually(t, 30*time.Second, s.ping)
 }
 
 // crash stops the server the way a crash would: every server process is

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	pb "github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 	"github.com/cloudstate-go/cloudstate/store"
 )
@@ -122,7 +123,7 @@ func (l *load) stop() {
 // waitAcked waits until at least n writes have been acknowledged.
 func (l *load) waitAcked(t *testing.T, n int64, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	testproc.Eventually(t, timeout, func() error {
 		if got := l.acked.Load(); got < n {
 			return fmt.Errorf("%d writes acknowledged, want %d (%d failed)", got, n, l.failed.Load())
 		}
