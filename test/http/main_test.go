@@ -9,21 +9,14 @@
 package httpe2e
 
 import (
-	"bytes"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 )
 
 var bins struct {
@@ -32,8 +25,6 @@ var bins struct {
 
 // repoRoot is the root of the repository (where the root go.mod is).
 var repoRoot string
-
-const rootModule = "github.com/cloudstate-go/cloudstate"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -44,7 +35,7 @@ func runMain(m *testing.M) int {
 	if testing.Short() {
 		return m.Run()
 	}
-	root, err := findRepoRoot()
+	root, err := testproc.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test/http:", err)
 		return 1
@@ -56,111 +47,23 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/cloudstate", "./samples/shoppingcart", "./samples/cartactions")
-	cmd.Dir = repoRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "test/http: go build: %v\n%s", err, out)
+	built, err := testproc.Build(repoRoot, dir, nil, "./cmd/cloudstate", "./samples/shoppingcart", "./samples/cartactions")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/http:", err)
 		return 1
 	}
-	bins.cloudstate = filepath.Join(dir, "cloudstate")
-	bins.shoppingcart = filepath.Join(dir, "shoppingcart")
-	bins.cartactions = filepath.Join(dir, "cartactions")
+	bins.cloudstate = built["cloudstate"]
+	bins.shoppingcart = built["shoppingcart"]
+	bins.cartactions = built["cartactions"]
 	return m.Run()
 }
 
-func findRepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.HasPrefix(string(b), "module "+rootModule+"\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of module " + rootModule + " above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// eventually polls cond every 10ms until it returns nil, failing with its
-// last error when timeout passes first.
-func eventually(t testing.TB, timeout time.Duration, cond func() error) {
+// start runs bin with args and extra environment in the repository root;
+// at cleanup it gets SIGTERM (SIGKILL after 10s) and its output is shown
+// if the test failed.
+func start(t testing.TB, name string, env []string, bin string, args ...string) *testproc.Process {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// logBuffer collects a process's output; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// start runs bin with args and extra environment; at cleanup it gets
-// SIGTERM (SIGKILL after 10s) and its output is shown if the test failed.
-func start(t testing.TB, name string, env []string, bin string, args ...string) {
-	t.Helper()
-	logs := &logBuffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("--- output of %s (pid %d) ---\n%s", name, cmd.Process.Pid, logs.String())
-		}
-	})
+	return testproc.Start(t, testproc.Spec{Name: name, Path: bin, Args: args, Dir: repoRoot, Env: env})
 }
 
 // stack is a sample with a proxy in front of it.
@@ -185,7 +88,7 @@ func startSample(t testing.TB, name, bin string, extra ...string) *stack {
 	if testing.Short() {
 		t.Skip("runs the real binaries; skipped with -short")
 	}
-	fnPort, httpPort := freePort(t), freePort(t)
+	fnPort, httpPort := testproc.FreePort(t), testproc.FreePort(t)
 	start(t, name, []string{"HOST=127.0.0.1", "PORT=" + strconv.Itoa(fnPort)}, bin)
 	args := append([]string{"proxy",
 		"--http-host", "127.0.0.1",
@@ -196,19 +99,9 @@ func startSample(t testing.TB, name, bin string, extra ...string) *stack {
 		"--graceful-termination-timeout", "3s",
 		"--log-level", "warn",
 	}, extra...)
-	start(t, "cloudstate proxy", nil, bins.cloudstate, args...)
+	proxy := start(t, "cloudstate proxy", nil, bins.cloudstate, args...)
 	s := &stack{addr: "127.0.0.1:" + strconv.Itoa(httpPort)}
 	s.base = "http://" + s.addr
-	eventually(t, 20*time.Second, func() error {
-		resp, err := http.Get(s.base + "/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/ready: %s", resp.Status)
-		}
-		return nil
-	})
+	testproc.WaitOK(t, proxy, s.base+"/ready", 20*time.Second, 0)
 	return s
 }
