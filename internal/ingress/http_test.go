@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	"github.com/cloudstate-go/cloudstate/samples/shoppingcart/shoppingcartpb"
 )
 
@@ -559,7 +559,7 @@ func TestHTTPBeforeDiscovery(t *testing.T) {
 // TestHTTPFailedCallsLogged: a call over HTTP/JSON that the function fails
 // gets the same log line as a failed native gRPC call.
 func TestHTTPFailedCallsLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs testproc.LogBuffer
 	h := startHTTP(t, Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	code, _, _ := h.do(t, "POST", "/cart/u/items/add", jsonType, `{"productId":"p","quantity":-1}`)
 	if code != 500 {
@@ -578,22 +578,4 @@ func TestHTTPFailedCallsLogged(t *testing.T) {
 			t.Errorf("log lacks %s\nlog:\n%s", want, out)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
