@@ -67,6 +67,37 @@ func Build(repoRoot, dir string, flags []string, pkgs ...string) (map[string]str
 	return bins, nil
 }
 
+// Built is what BuildTemp built.
+type Built struct {
+	// Root is the repository root the binaries were built from.
+	Root string
+	// Dir is the temporary directory holding them; the caller removes it.
+	Dir string
+	// Paths are the binaries' paths by name, as Build returns them.
+	Paths map[string]string
+}
+
+// BuildTemp finds the repository root with RepoRoot, makes a temporary
+// directory named from pattern (as os.MkdirTemp does) and builds pkgs into
+// it with Build; it is what a TestMain does before running the tests. On
+// an error nothing is left behind.
+func BuildTemp(pattern string, flags []string, pkgs ...string) (Built, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return Built{}, err
+	}
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return Built{}, fmt.Errorf("make a directory for the test binaries: %w", err)
+	}
+	paths, err := Build(root, dir, flags, pkgs...)
+	if err != nil {
+		os.RemoveAll(dir)
+		return Built{}, err
+	}
+	return Built{Root: root, Dir: dir, Paths: paths}, nil
+}
+
 // FreePort returns a TCP port on loopback that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// helperBin is testdata/helper, built by TestMain with Build.
+// helperBin is testdata/helper, built by TestMain with BuildTemp.
 var helperBin string
 
 func TestMain(m *testing.M) {
@@ -24,23 +24,13 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	root, err := RepoRoot()
+	built, err := BuildTemp("cloudstate-testproc-", nil, "./internal/testproc/testdata/helper")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testproc:", err)
 		return 1
 	}
-	dir, err := os.MkdirTemp("", "cloudstate-testproc-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testproc:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	bins, err := Build(root, dir, nil, "./internal/testproc/testdata/helper")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testproc:", err)
-		return 1
-	}
-	helperBin = bins["helper"]
+	defer os.RemoveAll(built.Dir)
+	helperBin = built.Paths["helper"]
 	return m.Run()
 }
 
@@ -142,6 +132,23 @@ func TestRepoRoot(t *testing.T) {
 	wd, _ := os.Getwd()
 	if want := filepath.Join(root, "internal", "testproc"); wd != want {
 		t.Errorf("RepoRoot() = %s, but the test runs in %s", root, wd)
+	}
+}
+
+func TestBuildTemp(t *testing.T) {
+	if got := filepath.Dir(helperBin); filepath.Dir(got) != os.TempDir() || !strings.HasPrefix(filepath.Base(got), "cloudstate-testproc-") {
+		t.Errorf("helper built in %s, want a new directory cloudstate-testproc-* in %s", got, os.TempDir())
+	}
+	if _, err := os.Stat(helperBin); err != nil {
+		t.Errorf("the helper binary: %v", err)
+	}
+	_, err := BuildTemp("cloudstate-testproc-fail-", nil, "./internal/testproc/testdata/nosuchpackage")
+	if err == nil {
+		t.Fatal("BuildTemp of a missing package succeeded")
+	}
+	left, _ := filepath.Glob(filepath.Join(os.TempDir(), "cloudstate-testproc-fail-*"))
+	if len(left) > 0 {
+		t.Errorf("BuildTemp left %v behind after failing", left)
 	}
 }
 
