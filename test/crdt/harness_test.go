@@ -48,33 +48,23 @@ func runMain(m *testing.M) int {
 	if testing.Short() {
 		return m.Run()
 	}
-	root, err := testproc.RepoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/crdt:", err)
-		return 1
-	}
-	repoRoot = root
-	dir, err := os.MkdirTemp("", "cloudstate-crdt-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/crdt:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
 	var flags []string
 	if raceEnabled() {
 		flags = append(flags, "-race")
 	}
-	built, err := testproc.Build(repoRoot, dir, flags, "./cmd/cloudstate", "./samples/presence", "./samples/likes",
+	built, err := testproc.BuildTemp("cloudstate-crdt-", flags, "./cmd/cloudstate", "./samples/presence", "./samples/likes",
 		"./samples/presence/gateway", "./test/crdt/testfunction")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test/crdt:", err)
 		return 1
 	}
-	bins.cloudstate = built["cloudstate"]
-	bins.presence = built["presence"]
-	bins.likes = built["likes"]
-	bins.gateway = built["gateway"]
-	bins.testfunction = built["testfunction"]
+	defer os.RemoveAll(built.Dir)
+	repoRoot = built.Root
+	bins.cloudstate = built.Paths["cloudstate"]
+	bins.presence = built.Paths["presence"]
+	bins.likes = built.Paths["likes"]
+	bins.gateway = built.Paths["gateway"]
+	bins.testfunction = built.Paths["testfunction"]
 	return m.Run()
 }
 

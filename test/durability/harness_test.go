@@ -41,25 +41,15 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	root, err := testproc.RepoRoot()
+	built, err := testproc.BuildTemp("cloudstate-durability-", nil, "./cmd/cloudstate", "./samples/shoppingcart")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "durability:", err)
 		return 1
 	}
-	repoRoot = root
-	dir, err := os.MkdirTemp("", "cloudstate-durability-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "durability:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	built, err := testproc.Build(repoRoot, dir, nil, "./cmd/cloudstate", "./samples/shoppingcart")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "durability:", err)
-		return 1
-	}
-	bins.cloudstate = built["cloudstate"]
-	bins.shoppingcart = built["shoppingcart"]
+	defer os.RemoveAll(built.Dir)
+	repoRoot = built.Root
+	bins.cloudstate = built.Paths["cloudstate"]
+	bins.shoppingcart = built.Paths["shoppingcart"]
 	return m.Run()
 }
 

@@ -44,27 +44,17 @@ func runMain(m *testing.M) int {
 		// Tests skip themselves; building takes seconds.
 		return m.Run()
 	}
-	root, err := testproc.RepoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	repoRoot = root
-	dir, err := os.MkdirTemp("", "cloudstate-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	built, err := testproc.Build(repoRoot, dir, buildFlags(),
+	built, err := testproc.BuildTemp("cloudstate-e2e-", buildFlags(),
 		"./cmd/cloudstate", "./samples/shoppingcart", "./test/e2e/testfunction")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	bins.cloudstate = built["cloudstate"]
-	bins.shoppingcart = built["shoppingcart"]
-	bins.testfunction = built["testfunction"]
+	defer os.RemoveAll(built.Dir)
+	repoRoot = built.Root
+	bins.cloudstate = built.Paths["cloudstate"]
+	bins.shoppingcart = built.Paths["shoppingcart"]
+	bins.testfunction = built.Paths["testfunction"]
 	return m.Run()
 }
 

@@ -35,26 +35,16 @@ func runMain(m *testing.M) int {
 	if testing.Short() {
 		return m.Run()
 	}
-	root, err := testproc.RepoRoot()
+	built, err := testproc.BuildTemp("cloudstate-http-", nil, "./cmd/cloudstate", "./samples/shoppingcart", "./samples/cartactions")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "test/http:", err)
 		return 1
 	}
-	repoRoot = root
-	dir, err := os.MkdirTemp("", "cloudstate-http-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/http:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	built, err := testproc.Build(repoRoot, dir, nil, "./cmd/cloudstate", "./samples/shoppingcart", "./samples/cartactions")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test/http:", err)
-		return 1
-	}
-	bins.cloudstate = built["cloudstate"]
-	bins.shoppingcart = built["shoppingcart"]
-	bins.cartactions = built["cartactions"]
+	defer os.RemoveAll(built.Dir)
+	repoRoot = built.Root
+	bins.cloudstate = built.Paths["cloudstate"]
+	bins.shoppingcart = built.Paths["shoppingcart"]
+	bins.cartactions = built.Paths["cartactions"]
 	return m.Run()
 }
 
