@@ -249,10 +249,7 @@ func (a *API) EmptyVariable(httpMethod, path string) (field string, ok bool) {
 	}
 	for i := len(a.bindings) - 1; i >= 0; i-- {
 		b := a.bindings[i]
-		if b.httpMethod != "*" && b.httpMethod != httpMethod {
-			continue
-		}
-		captures, ok := b.tmpl.match(path)
+		captures, ok := b.matches(httpMethod, path)
 		if !ok {
 			continue
 		}
@@ -271,10 +268,7 @@ func (a *API) EmptyVariable(httpMethod, path string) (field string, ok bool) {
 // the path too, the body is kept.
 func (a *API) IgnoresBody(httpMethod, path string) bool {
 	matches := func(b *binding) bool {
-		if b.httpMethod != "*" && b.httpMethod != httpMethod {
-			return false
-		}
-		_, ok := b.tmpl.match(path)
+		_, ok := b.matches(httpMethod, path)
 		return ok
 	}
 	found := false
@@ -303,10 +297,7 @@ func (a *API) IgnoresBody(httpMethod, path string) bool {
 func (a *API) QueryFilter(httpMethod, path string) (dropAll bool, drop []string) {
 	matched, allWholeBody := false, true
 	for _, b := range a.bindings {
-		if b.httpMethod != "*" && b.httpMethod != httpMethod {
-			continue
-		}
-		if _, ok := b.tmpl.match(path); !ok {
+		if _, ok := b.matches(httpMethod, path); !ok {
 			continue
 		}
 		matched = true
@@ -341,10 +332,7 @@ func (a *API) QueryConflict(httpMethod, path string, q url.Values) (QueryParamCo
 	}
 	sort.Strings(keys)
 	for _, b := range a.bindings {
-		if b.httpMethod != "*" && b.httpMethod != httpMethod {
-			continue
-		}
-		if _, ok := b.tmpl.match(path); !ok {
+		if _, ok := b.matches(httpMethod, path); !ok {
 			continue
 		}
 		seen := make(map[string]string, len(keys))

@@ -26,6 +26,15 @@ type binding struct {
 	pathFields []string
 }
 
+// matches reports whether a request with this HTTP method and escaped path
+// is bound by b, and returns the path variables' captured values.
+func (b *binding) matches(httpMethod, path string) ([]string, bool) {
+	if b.httpMethod != "*" && b.httpMethod != httpMethod {
+		return nil, false
+	}
+	return b.tmpl.match(path)
+}
+
 // configError is a rule the reference proxy rejects at start-up; its text
 // carries the reference's "HTTP API Config: " prefix.
 func configError(format string, args ...any) error {
