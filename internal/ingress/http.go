@@ -71,6 +71,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -98,23 +99,13 @@ type httpAPI struct {
 	err error
 }
 
-// newHTTPAPI builds the transcoder for r. Services are registered in the
-// order the function declared them, so that among colliding bindings the
-// last declared wins (HTTP-1).
+// newHTTPAPI builds the transcoder for r from the bindings discovery
+// compiled (discovery.Model.HTTP); a model built any other way has none, and
+// its HTTP side answers 500 with that reason.
 func newHTTPAPI(r *route.Router, maxMsg int, log *slog.Logger) *httpAPI {
-	model := r.Model()
-	api := model.HTTP // compiled at discovery
+	api := r.Model().HTTP
 	if api == nil {
-		names := make([]string, 0, len(model.Services))
-		for _, e := range model.Spec.GetEntities() {
-			if model.Services[e.GetServiceName()] != nil {
-				names = append(names, e.GetServiceName())
-			}
-		}
-		var err error
-		if api, err = httpapi.Compile(model.FileProtos, names); err != nil {
-			return &httpAPI{err: err}
-		}
+		return &httpAPI{err: errors.New("the model has no compiled HTTP bindings (it was not built by discovery)")}
 	}
 	opts := httpapi.Options{
 		Handler:         &rpcHandler{router: r, maxMsg: maxMsg, log: log},
@@ -177,8 +168,8 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	ignoreBody := r.ContentLength != 0 && a.api.IgnoresBody(r.Method, r.URL.Path)
 	if r.URL.RawQuery != "" {
-		filterQuery(r, a.api)
-		if c, ok := a.api.QueryConflict(r.Method, r.URL.Path, r.URL.Query()); ok {
+		q := filterQuery(r, a.api)
+		if c, ok := a.api.QueryConflict(r.Method, r.URL.Path, q); ok {
 			writeJSONError(w, http.StatusBadRequest, codes.InvalidArgument,
 				fmt.Sprintf("query parameters %q and %q both set field %q: send one of them", c.First, c.Second, c.Field))
 			return
@@ -212,15 +203,12 @@ func (s *Server) serveHTTPAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // filterQuery removes the query parameters the reference proxy would not
-// apply (httpapi.API.QueryFilter).
-func filterQuery(r *http.Request, api *httpapi.API) {
+// apply (httpapi.API.QueryFilter) and returns the ones left, parsed.
+func filterQuery(r *http.Request, api *httpapi.API) url.Values {
 	dropAll, drop := api.QueryFilter(r.Method, r.URL.Path)
 	if dropAll {
 		r.URL.RawQuery = ""
-		return
-	}
-	if len(drop) == 0 {
-		return
+		return nil
 	}
 	q := r.URL.Query()
 	n := len(q)
@@ -230,6 +218,7 @@ func filterQuery(r *http.Request, api *httpapi.API) {
 	if len(q) != n {
 		r.URL.RawQuery = q.Encode()
 	}
+	return q
 }
 
 // callState is what rpcHandler tells the writers wrapped around the

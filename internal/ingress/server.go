@@ -161,13 +161,14 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
-	if err := s.http.Shutdown(ctx); err != nil {
-		// Time is up and HTTP calls are still open (streams, typically):
-		// end their calls, then cut their connections.
-		s.cancelHTTP()
+	err := s.http.Shutdown(ctx)
+	// Either every HTTP call has ended or time is up with some still open
+	// (streams, typically): end their calls, and in the second case cut
+	// their connections too.
+	s.cancelHTTP()
+	if err != nil {
 		_ = s.http.Close()
 	}
-	s.cancelHTTP()
 	select {
 	case <-done:
 	case <-ctx.Done():
