@@ -72,7 +72,9 @@
 // thousand concurrent entities share one, and no write waits for a hand-off
 // to a goroutine of ours. No call returns before its commit is durable.
 // Store.Stats counts writes and WAL syncs (the filesystem handed to Pebble
-// counts the syncs of WAL files), so their ratio is the batch size reached.
+// counts and times the syncs of WAL files), so their ratio is the batch size
+// reached, and the average sync time is the disk's share of a write's
+// latency; Close logs both.
 //
 // On Linux the WAL files are extended over the blocks Pebble preallocates
 // for them (walprealloc_linux.go), so a synced append does not grow the

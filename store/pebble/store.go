@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -96,7 +97,7 @@ type Store struct {
 	stats struct {
 		writes, conflicts atomic.Int64
 		// syncs is shared with the filesystem wrapper that counts them.
-		syncs *atomic.Int64
+		syncs *walSyncs
 	}
 }
 
@@ -125,7 +126,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	cache := pebbledb.NewCache(cfg.cacheSize)
 	// Open takes its own reference to the cache; ours goes when we return.
 	defer cache.Unref()
-	syncs := new(atomic.Int64)
+	syncs := new(walSyncs)
 	db, err := pebbledb.Open(dir, &pebbledb.Options{
 		Cache:              cache,
 		FormatMajorVersion: pebbledb.FormatNewest,
@@ -193,7 +194,8 @@ func (s *Store) Close() error {
 		s.ops.Wait()
 		st := s.Stats()
 		s.log.Info("pebble store closed", "dir", s.dir, "writes", st.Writes, "wal_syncs", st.Syncs,
-			"writes_per_sync", fmt.Sprintf("%.1f", st.AvgBatch()), "conflicts", st.Conflicts)
+			"writes_per_sync", fmt.Sprintf("%.1f", st.AvgBatch()), "avg_wal_sync", st.AvgSync().Round(time.Microsecond),
+			"conflicts", st.Conflicts)
 		s.closeErr = errors.Join(s.db.Close(), s.lock.release())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("pebble store: close %s: %w", s.dir, s.closeErr)
@@ -211,8 +213,20 @@ type Stats struct {
 	// Syncs is how many times Pebble synced its write-ahead log. Each
 	// committed write waits for one; concurrent writes share them.
 	Syncs int64
+	// SyncTime is the time those syncs took, from the call to its return:
+	// the disk's latency as the store's writers saw it, including the wait
+	// for a CPU after the disk answered when the machine is busy.
+	SyncTime time.Duration
 	// Conflicts is how many writes were refused with store.ErrConflict.
 	Conflicts int64
+}
+
+// AvgSync is the average time of one WAL sync.
+func (st Stats) AvgSync() time.Duration {
+	if st.Syncs == 0 {
+		return 0
+	}
+	return st.SyncTime / time.Duration(st.Syncs)
 }
 
 // AvgBatch is the average number of writes per WAL sync: how much group
@@ -228,7 +242,8 @@ func (st Stats) AvgBatch() float64 {
 func (s *Store) Stats() Stats {
 	return Stats{
 		Writes:    s.stats.writes.Load(),
-		Syncs:     s.stats.syncs.Load(),
+		Syncs:     s.stats.syncs.n.Load(),
+		SyncTime:  time.Duration(s.stats.syncs.nanos.Load()),
 		Conflicts: s.stats.conflicts.Load(),
 	}
 }
