@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cloudstate-go/cloudstate/internal/config"
 	"github.com/cloudstate-go/cloudstate/store"
@@ -62,6 +63,7 @@ func openStores(ctx context.Context, spec string, log *slog.Logger) (stores, err
 			ps := p.Stats()
 			log.Info("postgres store closed", "commits", ps.Commits, "writes", ps.Writes,
 				"writes_per_commit", fmt.Sprintf("%.1f", ps.AvgBatch), "max_batch", ps.MaxBatch,
+				"avg_commit", ps.AvgCommit.Round(time.Microsecond),
 				"fallbacks", ps.Fallbacks, "failed_commits", ps.Failed)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -59,12 +60,14 @@ type opResult struct {
 // stats are the committer's counters, read by Store.Stats.
 type stats struct {
 	commits, writes, maxBatch, fallbacks, failed atomic.Int64
+	commitNanos                                  atomic.Int64 // time of the successful commits
 	taken                                        atomic.Int64 // ops claimed by a committer, for tests
 }
 
-func (st *stats) committed(n int) {
+func (st *stats) committed(n int, took time.Duration) {
 	st.commits.Add(1)
 	st.writes.Add(int64(n))
+	st.commitNanos.Add(int64(took))
 	for {
 		m := st.maxBatch.Load()
 		if int64(n) <= m || st.maxBatch.CompareAndSwap(m, int64(n)) {
@@ -202,11 +205,12 @@ func (s *Store) commit(batch []*op) {
 		}
 		return bytes.Compare(batch[i].key, batch[j].key) < 0
 	})
+	start := time.Now()
 	err := s.send(batch)
 	var notSent *notSentError
 	switch {
 	case err == nil:
-		s.stats.committed(len(batch))
+		s.stats.committed(len(batch), time.Since(start))
 		for _, o := range batch {
 			o.done <- opResult{rows: o.rows}
 		}

@@ -42,6 +42,10 @@ func TestBatching(t *testing.T) {
 	if st.AvgBatch <= 1 || st.MaxBatch <= 1 || st.Commits >= st.Writes {
 		t.Fatalf("no group commit: %+v", st)
 	}
+	// Each commit is a round trip to the server ending in a durable commit.
+	if st.AvgCommit <= 0 {
+		t.Fatalf("commits were not timed: %+v", st)
+	}
 	for w := range writers {
 		if h, err := s.HighestSeq(ctx, fmt.Sprintf("batch|%d", w)); err != nil || h != perWriter {
 			t.Fatalf("HighestSeq(batch|%d) = %d, %v", w, h, err)

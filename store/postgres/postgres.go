@@ -187,6 +187,11 @@ type Stats struct {
 	AvgBatch float64
 	// MaxBatch is the largest number of writes in one commit.
 	MaxBatch int64
+	// AvgCommit is the average time of one successful commit, from taking
+	// a connection to the durable answer: the database's share of a
+	// write's latency. While one batch is at the database the next one
+	// gathers, so a write waits for up to two of these.
+	AvgCommit time.Duration
 	// Fallbacks counts batches that failed as a whole on one bad write and
 	// were re-run one write per transaction.
 	Fallbacks int64
@@ -206,6 +211,7 @@ func (s *Store) Stats() Stats {
 	}
 	if st.Commits > 0 {
 		st.AvgBatch = float64(st.Writes) / float64(st.Commits)
+		st.AvgCommit = time.Duration(s.stats.commitNanos.Load() / st.Commits)
 	}
 	return st
 }
