@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/cloudstate-go/cloudstate/internal/config"
 	"github.com/cloudstate-go/cloudstate/store"
@@ -51,21 +50,12 @@ func openStores(ctx context.Context, spec string, log *slog.Logger) (stores, err
 			}
 		}
 	case config.StorePostgres:
-		p, err := postgres.Open(ctx, s.DSN)
+		p, err := postgres.Open(ctx, s.DSN, postgres.WithLogger(log))
 		if err != nil {
 			return stores{}, fmt.Errorf("--store %s: %w", s.Redacted(), err)
 		}
 		st = p
-		closeFn = func() {
-			p.Close()
-			// The group commit's batch sizes, as the Pebble store logs its
-			// writes per WAL sync.
-			ps := p.Stats()
-			log.Info("postgres store closed", "commits", ps.Commits, "writes", ps.Writes,
-				"writes_per_commit", fmt.Sprintf("%.1f", ps.AvgBatch), "max_batch", ps.MaxBatch,
-				"avg_commit", ps.AvgCommit.Round(time.Microsecond),
-				"fallbacks", ps.Fallbacks, "failed_commits", ps.Failed)
-		}
+		closeFn = p.Close
 	}
 	log.Info("store opened", "store", s.Redacted())
 	return stores{journal: st, snapshots: st, values: st, close: closeFn}, nil

@@ -95,7 +95,10 @@
 // (and, with synchronous_commit on, flushed) once. The callers are answered
 // only after the Sync's reply, so no write is acknowledged before it is
 // durable. Statements are prepared once per connection (pgx's statement
-// cache), so each round trip carries only their arguments.
+// cache), so each round trip carries only their arguments. Store.Stats
+// counts commits and writes and times the commits; Close logs them, so the
+// batch size reached and the database's share of a write's latency show in
+// the proxy's log.
 //
 // Every transaction takes its row locks in one order, by table and then by
 // key: journal rows, then snapshot rows, then value rows, so that concurrent

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -65,6 +66,7 @@ type config struct {
 	queryTimeout time.Duration
 	replayPage   int
 	poolConfig   func(*pgxpool.Config)
+	logger       *slog.Logger
 }
 
 // defaultConnectTimeout bounds a dial when the DSN sets no connect_timeout.
@@ -77,6 +79,7 @@ func defaultConfig() config {
 		retryTimeout: 5 * time.Second,
 		queryTimeout: 30 * time.Second,
 		replayPage:   256,
+		logger:       slog.Default(),
 	}
 }
 
@@ -103,6 +106,10 @@ func WithRetryTimeout(d time.Duration) Option { return func(c *config) { c.retry
 // commit round trip, or one read query. A hung server or network then fails
 // the attempt as unreachable instead of blocking callers forever.
 func WithQueryTimeout(d time.Duration) Option { return func(c *config) { c.queryTimeout = d } }
+
+// WithLogger sets where Close logs the group commit's counters (default
+// slog.Default()).
+func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
 
 // WithPoolConfig lets the caller adjust the pgxpool configuration parsed
 // from the DSN (pool size, hooks, TLS) before the pool is created.
@@ -164,14 +171,20 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 }
 
 // Close stops the committers, after the batches in flight have committed,
-// fails writes still queued with ErrClosed, and closes the connections. Calls
-// made after Close fail with ErrClosed. Close is idempotent.
+// fails writes still queued with ErrClosed, closes the connections and logs
+// the group commit's counters (Stats) at info level. Calls made after Close
+// fail with ErrClosed. Close is idempotent.
 func (s *Store) Close() {
 	s.once.Do(func() {
 		close(s.closing)
 		s.wg.Wait()
 		close(s.stopped)
 		s.pool.Close()
+		st := s.Stats()
+		s.cfg.logger.Info("postgres store closed", "commits", st.Commits, "writes", st.Writes,
+			"writes_per_commit", fmt.Sprintf("%.1f", st.AvgBatch), "max_batch", st.MaxBatch,
+			"avg_commit", st.AvgCommit.Round(time.Microsecond),
+			"fallbacks", st.Fallbacks, "failed_commits", st.Failed)
 	})
 }
 
