@@ -161,14 +161,16 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
-	err := s.http.Shutdown(ctx)
-	// Either every HTTP call has ended or time is up with some still open
-	// (streams, typically): end their calls, and in the second case cut
-	// their connections too.
-	s.cancelHTTP()
-	if err != nil {
+	if err := s.http.Shutdown(ctx); err != nil {
+		// Time is up and HTTP calls are still open (streams, typically):
+		// cut their connections first, so that a stream ended by the
+		// shutdown cannot look complete to its client (a cancelled handler
+		// returning first would let net/http end the body cleanly).
 		_ = s.http.Close()
 	}
+	// End the calls of the cut connections; after a clean shutdown this
+	// only releases the base context.
+	s.cancelHTTP()
 	select {
 	case <-done:
 	case <-ctx.Done():
