@@ -61,7 +61,9 @@ func openStore(ctx context.Context, spec config.StoreSpec) (openedStore, error) 
 		}
 		return openedStore{reader: p, close: func() { _ = p.Close() }}, nil
 	case config.StorePostgres:
-		p, err := postgres.Open(ctx, spec.DSN)
+		// The store's close log (its commit counters) is noise here too.
+		quiet := slog.New(slog.DiscardHandler)
+		p, err := postgres.Open(ctx, spec.DSN, postgres.WithLogger(quiet))
 		if errors.Is(err, postgres.ErrUnavailable) {
 			return openedStore{}, fmt.Errorf("--store %s: the database cannot be reached: %w", spec.Redacted(), err)
 		}

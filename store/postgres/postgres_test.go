@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ func openDSN(tb testing.TB, dsn string, opts ...Option) *Store {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Quiet by default (Close logs its counters); a test may pass its own.
+	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	s, err := Open(ctx, dsn, opts...)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
