@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 )
 
 // The mux is tested on a loopback port in front of two servers that say
@@ -172,16 +174,6 @@ func httpEcho() http.Handler {
 	return mux
 }
 
-// h2cClient returns an HTTP client that speaks only HTTP/2 with prior
-// knowledge, without TLS.
-func h2cClient(t *testing.T) *http.Client {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &p}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
 // http1Client returns an HTTP client that speaks only HTTP/1.1.
 func http1Client(t *testing.T) *http.Client {
 	var p http.Protocols
@@ -302,7 +294,7 @@ func TestMuxH2CProtocols(t *testing.T) {
 		{"gRPC from connect-go", []connect.ClientOption{connect.WithGRPC()}, byGRPC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newEchoClients(h2cClient(t), s.base, tc.opts...)
+			c := newEchoClients(testproc.H2CClient(t), s.base, tc.opts...)
 			checkUnary(t, c, tc.by)
 			checkClientStream(t, c, tc.by)
 			checkServerStream(t, c, tc.by)
@@ -336,7 +328,7 @@ func TestMuxH2CProtocols(t *testing.T) {
 		}
 	})
 	t.Run("GET over h2c", func(t *testing.T) {
-		if got := get(t, h2cClient(t), s.base+"/proto"); got != "HTTP/2.0" {
+		if got := get(t, testproc.H2CClient(t), s.base+"/proto"); got != "HTTP/2.0" {
 			t.Fatalf("GET /proto over h2c answered %q, want HTTP/2.0", got)
 		}
 	})
@@ -664,7 +656,7 @@ func TestMuxGarbage(t *testing.T) {
 				t.Fatalf("connection not closed: %v", err)
 			}
 			checkGRPCUnary(t, dialGRPC(t, s.addr))
-			if got := get(t, h2cClient(t), s.base+"/proto"); got != "HTTP/2.0" {
+			if got := get(t, testproc.H2CClient(t), s.base+"/proto"); got != "HTTP/2.0" {
 				t.Fatalf("GET /proto over h2c answered %q", got)
 			}
 		})

@@ -109,6 +109,17 @@ func FreePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// H2CClient returns an HTTP client that speaks only HTTP/2 with prior
+// knowledge over cleartext TCP (h2c), as gRPC clients do; its idle
+// connections close when tb ends.
+func H2CClient(tb testing.TB) *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
 // Eventually polls cond every 10ms until it returns nil, and fails tb with
 // cond's last error when timeout passes first.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cloudstate-go/cloudstate/internal/testproc"
 	"github.com/cloudstate-go/cloudstate/samples/cartactions/cartactionspb"
 	"github.com/cloudstate-go/cloudstate/samples/valuecart/valuecartpb"
 )
@@ -24,16 +24,6 @@ const (
 	valueCartService   = "com.example.valueentity.shoppingcart.ShoppingCart"
 )
 
-// h2cClient is an HTTP client that speaks HTTP/2 with prior knowledge over
-// cleartext TCP, and nothing else.
-func h2cClient(t *testing.T) *http.Client {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &p}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
 // TestStreamingOverH2C calls the cart-actions sample through the real
 // proxy over cleartext HTTP/2 on its one port: Connect and gRPC-Web in all
 // four stream shapes (the bidirectional Echo included, which needs
@@ -41,7 +31,7 @@ func h2cClient(t *testing.T) *http.Client {
 func TestStreamingOverH2C(t *testing.T) {
 	st := startSample(t, "cartactions", bins.cartactions)
 	base, addr := st.base, st.addr
-	hc := h2cClient(t)
+	hc := testproc.H2CClient(t)
 	for _, tc := range []struct {
 		name string
 		opts []connect.ClientOption
